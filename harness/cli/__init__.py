@@ -1,0 +1,1 @@
+"""Command-line entry points that the Snakemake rules call: ``python -m harness.cli.<stage>``."""

@@ -1,0 +1,57 @@
+"""Stage 4: the final numbers of one run on the test split: top-1/top-5, MACs, params, reductions.
+
+Writes metrics.json, one row of results/tables/runs.csv. The test split is read here and nowhere in a search.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from harness.cli import common
+
+
+def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
+    from harness.data import build_splits, make_loader
+    from harness.io import read_json, write_json
+    from harness.metrics import Complexity, complexity, latency, topk_accuracy
+    from harness.prune import PruningPlan, check_budget, load_pruned
+
+    device = common.acquire_device()
+    splits = build_splits(common.data_config(spec))
+    info = splits.info
+    shape = (info.in_channels, info.image_size, info.image_size)
+    base = read_json(args.base_metrics)
+    plan = PruningPlan.from_json(args.plan)
+    ft = read_json(args.finetune_info)
+    model = load_pruned(args.model).eval()
+    size = complexity(model, shape)
+    report = check_budget(Complexity(macs=base["macs"], params=base["params"]), size, plan.budget)
+    batch = int(spec["evaluate"].get("batch_size", 256))
+    acc = topk_accuracy(model.to(device), make_loader(splits.test, batch, shuffle=False, seed=0), device)
+    record: dict[str, Any] = {
+        "dataset": info.name, "arch": spec["arch"], "method": plan.method,
+        "structured": bool(plan.meta.get("structured", True)),
+        "budget_metric": plan.budget.metric, "budget_target": plan.budget.target, "seed": args.seed,
+        "base_top1": base["top1"], "base_top5": base["top5"], "top1": acc["top1"], "top5": acc["top5"],
+        "base_macs": base["macs"], "base_params": base["params"], "macs": size.macs, "params": size.params,
+        "macs_reduction": report.macs_reduction, "params_reduction": report.params_reduction,
+        "achieved_reduction": report.achieved, "finetune_epochs": ft["finetune_epochs"],
+        "search_wall_s": plan.meta.get("search_wall_s", 0.0), "finetune_wall_s": ft["finetune_wall_s"],
+        "git_commit": common.git_commit(), "device": str(device), **common.versions(),
+    }
+    write_json(args.out, record)
+    if spec["evaluate"].get("latency"):
+        lat = latency(model, shape, device, batch_size=int(spec["evaluate"].get("latency_batch_size", 1)),
+                      repeats=int(spec["evaluate"].get("latency_repeats", 50)))
+        write_json(args.out.replace(".json", "_latency.json"), lat)
+
+
+if __name__ == "__main__":
+    p = common.parser(__doc__)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--base-metrics", required=True)
+    p.add_argument("--plan", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--finetune-info", required=True)
+    p.add_argument("--out", required=True)
+    common.run_main(main, p)

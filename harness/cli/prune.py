@@ -1,0 +1,82 @@
+"""Stage 2: run one pruning method on a trained base model and write its pruning plan (plan.json).
+
+The plan is applied to a copy and measured before it is written: a plan that misses its budget is an
+error (BudgetNotMet), never a file.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.cli import common
+
+
+def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
+    from harness import registry
+    from harness.data import build_splits
+    from harness.metrics import complexity
+    from harness.prune import (Budget, CostModel, PruningPlan, apply_plan, check_budget, check_reachable,
+                               find_groups)
+    from harness.train import seed_everything
+
+    registry.load_plugins(tuple(spec["method_packages"]))
+    method = registry.get_method(args.method)
+    options = registry.options_from_dict(args.method, spec.get("method_options") or {})
+    prune_cfg = spec.get("prune") or {}
+    budget = Budget(args.metric, float(args.target), tolerance=float(prune_cfg.get("tolerance", 0.01)))
+    min_keep_fraction = float(prune_cfg.get("min_keep_fraction", 0.1))
+
+    device = common.acquire_device()
+    splits = build_splits(common.data_config(spec))
+    info = splits.info
+    model = common.load_base(spec, info, args.base)
+    example = common.example_input(info)
+    groups = find_groups(model, example, scope=prune_cfg.get("scope", "all"))
+    cost = CostModel(model, example, groups)
+    check_reachable(cost, groups, budget, min_keep_fraction, arch=spec["arch"])
+
+    seed_everything(args.seed)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = registry.PruneContext(
+        model=model.to(device), example_input=example.to(device), groups=groups, cost=cost, budget=budget,
+        min_keep_fraction=min_keep_fraction, splits=splits, device=device, seed=args.seed, options=options,
+        workdir=workdir, arch=spec["arch"],
+    )
+    start = time.time()
+    keep = method(ctx)  # runs the method and verifies its keep sets against the budget
+    search_wall = time.time() - start
+
+    by_id = {g.id: g for g in groups}
+    unknown = sorted(set(keep) - set(by_id))
+    if unknown:
+        raise RuntimeError(f"method {args.method} returned unknown groups {unknown[:3]}")
+    full_keep = {g.id: sorted(int(i) for i in keep.get(g.id, range(g.size))) for g in groups}
+    pruned = apply_plan(copy.deepcopy(model).cpu(), full_keep, example.cpu())
+    shape = (info.in_channels, info.image_size, info.image_size)
+    report = check_budget(complexity(model.cpu(), shape), complexity(pruned, shape), budget)
+    plan = PruningPlan(
+        method=args.method, dataset=info.name, arch=spec["arch"], seed=args.seed, budget=budget,
+        groups=tuple((g, tuple(full_keep[g.id])) for g in groups),
+        achieved={"base_macs": report.base_macs, "macs": report.macs, "base_params": report.base_params,
+                  "params": report.params, "macs_reduction": report.macs_reduction,
+                  "params_reduction": report.params_reduction},
+        meta={"search_wall_s": search_wall, "options": spec.get("method_options") or {},
+              "structured": method.structured, "device": str(device)},
+    )
+    plan.to_json(args.out)
+
+
+if __name__ == "__main__":
+    p = common.parser(__doc__)
+    p.add_argument("--method", required=True)
+    p.add_argument("--metric", required=True, choices=["macs", "params"])
+    p.add_argument("--target", required=True, type=float)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--base", required=True, help="base model weights from train_base")
+    p.add_argument("--out", required=True, help="plan.json")
+    p.add_argument("--workdir", required=True, help="the method's own logs and checkpoints")
+    common.run_main(main, p)

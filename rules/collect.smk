@@ -1,0 +1,36 @@
+# Stage 5: every run's metrics.json and plan.json -> tidy tables (runs, summary, kept channels, Markdown).
+
+
+localrules:
+    collect,
+
+
+rule collect:
+    input:
+        metrics=RUN_METRICS,
+        plans=RUN_PLANS,
+        reported=sorted(str(p) for p in Path(workflow.basedir, "results", "reported").glob("*.csv")),
+    output:
+        runs=report(R + "/tables/runs.csv", category="Tables", caption="../report/runs.rst"),
+        summary=report(R + "/tables/summary.csv", category="Tables", caption="../report/summary.rst"),
+        kept=R + "/tables/kept_channels.csv",
+        reported=R + "/tables/reported.csv",
+        markdown=[R + f"/tables/{tag}.md" for tag in EXPERIMENT_TAGS],
+    log:
+        LOGS + "/collect.log",
+    benchmark:
+        BENCH + "/collect.tsv"
+    threads: 1
+    params:
+        out=R + "/tables",
+        listfile=R + "/tables/.inputs.txt",
+        reported=str(Path(workflow.basedir, "results", "reported")),
+    run:
+        Path(params.listfile).parent.mkdir(parents=True, exist_ok=True)
+        Path(params.listfile).write_text(
+            "--metrics\n" + "\n".join(input.metrics) + "\n--plans\n" + "\n".join(input.plans) + "\n"
+        )
+        shell(
+            "{PY} -m harness.results.collect @{params.listfile} --out {params.out}"
+            " --reported {params.reported} > {log} 2>&1"
+        )

@@ -1,0 +1,98 @@
+# Paths, wildcard constraints and the shared pieces of the method rules.
+import re
+
+from harness import registry
+
+PY = sys.executable
+R = WF.results_dir
+FIG = WF.figures_dir
+
+BASE = R + "/base/{dataset}/{arch}/seed{seed}"
+RUN = R + "/runs/{dataset}/{arch}/{method}/{metric}-{target}/seed{seed}"
+LOGS = R + "/logs"
+BENCH = R + "/benchmarks"
+CKPT = R + "/checkpoints"
+RUN_TAG = "{dataset}/{arch}/{method}/{metric}-{target}/seed{seed}"
+
+
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in sorted(set(names)))
+
+
+wildcard_constraints:
+    dataset=_alternatives(e.dataset for e in WF.experiments),
+    arch=_alternatives(e.arch for e in WF.experiments),
+    method=_alternatives(registry.method_names()),  # every registered method (load_config loaded them)
+    metric="macs|params",
+    target=r"0\.[0-9]+|1e-[0-9]+|[0-9]\.[0-9]+e-[0-9]+",
+    seed=r"[0-9]+",
+
+
+def threads_for(stage):
+    return int((WF.raw.get("threads") or {}).get(stage, 1))
+
+
+def runtime_for(rule_name, default):
+    return int(((WF.raw.get("resources") or {}).get(rule_name) or {}).get("runtime", default))
+
+
+def mem_for(rule_name, default):
+    return int(((WF.raw.get("resources") or {}).get(rule_name) or {}).get("mem_mb", default))
+
+
+def _run_of(method):
+    return RUN_TAG.replace("{method}", method)
+
+
+def plan_path(method):
+    """The plan every method rule writes; method rules fill in their own name."""
+    return RUN.replace("{method}", method) + "/plan.json"
+
+
+def prune_log(method):
+    return LOGS + "/prune/" + _run_of(method) + ".log"
+
+
+def prune_benchmark(method):
+    return BENCH + "/prune/" + _run_of(method) + ".tsv"
+
+
+def prune_resources(method):
+    rule_name = "prune_" + method.replace("-", "_")
+    return dict(gpu=1, runtime=runtime_for(rule_name, 30), mem_mb=mem_for(rule_name, 8000))
+
+
+def prune_params(method):
+    return dict(
+        spec=lambda w: job_spec(WF, w.dataset, w.arch, method=method),
+        method=method,
+        scratch=CKPT + "/prune/" + _run_of(method),
+    )
+
+
+# The shell command every method rule runs: harness.cli.prune looks the method up in the registry.
+PRUNE_SHELL = (
+    "{PY} -m harness.cli.prune --spec {params.spec:q} --threads {threads} --method {params.method}"
+    " --metric {wildcards.metric} --target {wildcards.target} --seed {wildcards.seed}"
+    " --base {input.base} --out {output.plan} --workdir {params.scratch} > {log} 2>&1"
+)
+
+
+def grid_runs():
+    for exp, method, budget, seed in WF.runs():
+        yield dict(dataset=exp.dataset, arch=exp.arch, method=method, metric=budget.metric,
+                   target=f"{budget.target:g}", seed=seed)
+
+
+RUN_METRICS = [RUN.format(**r) + "/metrics.json" for r in grid_runs()]
+RUN_PLANS = [RUN.format(**r) + "/plan.json" for r in grid_runs()]
+EXPERIMENT_TAGS = [f"{e.dataset}_{e.arch}" for e in WF.experiments]
+TABLES = [R + "/tables/runs.csv", R + "/tables/summary.csv", R + "/tables/kept_channels.csv", R + "/tables/reported.csv"] + [
+    R + f"/tables/{tag}.md" for tag in EXPERIMENT_TAGS
+]
+_layer_budget = (WF.raw.get("figures") or {}).get("layer_budget") or min(
+    (b.tag for b in WF.budgets), key=lambda t: (t.split("-")[0] != "macs", abs(float(t.split("-")[1]) - 0.5))
+)
+FIGURES = [FIG + f"/accuracy_vs_macs_{tag}.{ext}" for tag in EXPERIMENT_TAGS for ext in ("png", "pdf")] + [
+    FIG + f"/kept_channels_{tag}_{_layer_budget}.{ext}" for tag in EXPERIMENT_TAGS for ext in ("png", "pdf")
+]

@@ -1,0 +1,26 @@
+# Stage 4: test-split accuracy, MACs and params of each fine-tuned model: one row of runs.csv.
+
+
+rule evaluate:
+    input:
+        base_metrics=BASE + "/metrics.json",
+        plan=RUN + "/plan.json",
+        model=RUN + "/finetuned.pt",
+        info=RUN + "/finetune.json",
+    output:
+        metrics=RUN + "/metrics.json",
+    log:
+        LOGS + "/evaluate/" + RUN_TAG + ".log",
+    benchmark:
+        BENCH + "/evaluate/" + RUN_TAG + ".tsv"
+    threads: threads_for("evaluate")
+    resources:
+        gpu=1,
+        runtime=runtime_for("evaluate", 20),
+        mem_mb=mem_for("evaluate", 8000),
+    params:
+        spec=lambda w: job_spec(WF, w.dataset, w.arch),
+    shell:
+        "{PY} -m harness.cli.evaluate --spec {params.spec:q} --threads {threads} --seed {wildcards.seed}"
+        " --base-metrics {input.base_metrics} --plan {input.plan} --model {input.model}"
+        " --finetune-info {input.info} --out {output.metrics} > {log} 2>&1"

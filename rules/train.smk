@@ -1,0 +1,27 @@
+# Stage 1: the dense base model per (dataset, arch, seed). Checkpoints live under results/checkpoints/,
+# outside the declared outputs, so a killed job resumes where it stopped when the DAG is run again.
+
+
+rule train_base:
+    input:
+        ready=WF.data_root + "/.ready/{dataset}",
+    output:
+        model=BASE + "/model.pt",
+        metrics=BASE + "/metrics.json",
+        log_csv=BASE + "/train_log.csv",
+    log:
+        LOGS + "/train_base/{dataset}/{arch}/seed{seed}.log",
+    benchmark:
+        BENCH + "/train_base/{dataset}/{arch}/seed{seed}.tsv"
+    threads: threads_for("train")
+    resources:
+        gpu=1,
+        runtime=runtime_for("train_base", 60),
+        mem_mb=mem_for("train_base", 8000),
+    params:
+        spec=lambda w: job_spec(WF, w.dataset, w.arch),
+        ckpt=CKPT + "/base/{dataset}/{arch}/seed{seed}",
+    shell:
+        "{PY} -m harness.cli.train_base --spec {params.spec:q} --threads {threads} --seed {wildcards.seed}"
+        " --out {output.model} --metrics {output.metrics} --log-csv {output.log_csv}"
+        " --checkpoint-dir {params.ckpt} > {log} 2>&1"
