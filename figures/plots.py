@@ -122,10 +122,14 @@ def plot_kept_channels(kept: pd.DataFrame, *, dataset: str, arch: str, metric: s
              & np.isclose(kept["budget_target"].astype(float), float(target))]
     fig = Figure(figsize=(max(6.4, 0.22 * k["group_index"].nunique() + 2.0), 4.6))
     ax = fig.add_subplot(1, 1, 1)
-    for method, g in k.groupby("method", sort=True):
+    # Methods can keep identical counts (random uses l1-uniform's); distinct styles keep both lines visible.
+    styles = [("-", "o", 3), ("--", "s", 5), (":", "^", 7), ("-.", "D", 4)]
+    for i, (method, g) in enumerate(k.groupby("method", sort=True)):
         per_group = g.groupby("group_index", sort=True)["kept_fraction"].mean()
         n_seeds = g["seed"].nunique()
-        ax.plot(per_group.index.to_numpy(), per_group.to_numpy(), marker="o", markersize=3, linewidth=1.3,
+        linestyle, marker, size = styles[i % len(styles)]
+        ax.plot(per_group.index.to_numpy(), per_group.to_numpy(), marker=marker, markersize=size, linewidth=1.3,
+                linestyle=linestyle, markerfacecolor="none" if i % 2 else None,
                 label=f"{method} (mean of {n_seeds} seed{'s' if n_seeds != 1 else ''})")
     ids = k.drop_duplicates("group_index").sort_values("group_index")
     if 0 < len(ids) <= 60:

@@ -40,6 +40,7 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     shutil.copyfile(ckpt / "finetune_log.csv", args.log_csv)
     save_pruned(model.cpu().eval(), args.out)
     write_json(args.info, {"finetune_epochs": recipe.epochs, "finetune_wall_s": wall, "device": str(device)})
+    shutil.rmtree(ckpt, ignore_errors=True)  # outputs are complete; resumable state is not needed
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     common.save_base(model.cpu(), spec, args.out)
     if spec["train_recipe"] == "pretrained":
         Path(args.log_csv).write_text("epoch\n")
+    if spec["train_recipe"] != "pretrained":
+        shutil.rmtree(args.checkpoint_dir, ignore_errors=True)  # outputs are complete; resumable state is not needed
     write_json(args.metrics, {
         "dataset": info.name, "arch": spec["arch"], "seed": args.seed, "epochs": epochs,
         "top1": test["top1"], "top5": test["top5"], "search_top1": search["top1"],
