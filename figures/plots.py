@@ -9,13 +9,14 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+from harness.io import atomic_write
 
 #: Markers of the published points, one per reported method (ours use "o" with error bars).
 REPORTED_MARKERS = ("*", "D", "P", "X", "v", "^", "s", "<", ">", "h")
@@ -148,20 +149,7 @@ def plot_kept_channels(kept: pd.DataFrame, *, dataset: str, arch: str, metric: s
 
 def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> Path:
     """Save atomically (temp file in the same folder, then rename): a killed render leaves no half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = path.suffix.lstrip(".").lower()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        metadata = {"CreationDate": None} if fmt == "pdf" else None  # reproducible PDFs
-        fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata, bbox_inches="tight")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a figure is an ordinary readable file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    fmt = Path(path).suffix.lstrip(".").lower()
+    metadata = {"CreationDate": None} if fmt == "pdf" else None  # reproducible PDFs
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata,
+                                                      bbox_inches="tight"))

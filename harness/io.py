@@ -7,10 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 
 
-def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -35,7 +34,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
 
-    return _atomic(path, write)
+    return atomic_write(path, write)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -50,4 +49,6 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` atomically."""
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+    import torch  # here, so that the tables and figures code can use this module without loading torch
+
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))

@@ -13,7 +13,7 @@ rule finetune:
         LOGS + "/finetune/" + RUN_TAG + ".log",
     benchmark:
         BENCH + "/finetune/" + RUN_TAG + ".tsv"
-    threads: threads_for("train")
+    threads: threads_for("finetune")
     resources:
         gpu=1,
         runtime=runtime_for("finetune", 60),

@@ -12,90 +12,23 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from harness import registry
 from harness.errors import BudgetNotMet, UserError
 from harness.metrics import complexity
+from tiny_models import CifarResNet, MobileNetV2Like
 from harness.prune import Budget, CostModel, apply_plan, channel_l1, find_groups
 
 registry.load_plugins()
 SLACK = 0.05  # "a few points": the uniform ratio moves in steps of 1/size channels per group
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class CifarResNet(nn.Module):
-    """resnet20-like: 3 stages x 3 BasicBlocks (16/32/64), projection shortcuts at stage transitions."""
-
-    def __init__(self, widths=(16, 32, 64), blocks: int = 3) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        stages, cin = [], widths[0]
-        for i, w in enumerate(widths):
-            stage = []
-            for j in range(blocks):
-                stage.append(BasicBlock(cin, w, 2 if (i > 0 and j == 0) else 1))
-                cin = w
-            stages.append(nn.Sequential(*stage))
-        self.layer1, self.layer2, self.layer3 = stages
-        self.fc = nn.Linear(cin, 10)
-
-    def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
-class InvertedResidual(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
-        super().__init__()
-        hidden = cin * expand
-        self.use_res = stride == 1 and cin == cout
-        self.conv = nn.Sequential(
-            nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
-            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden),
-            nn.ReLU6(inplace=True), nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        return x + self.conv(x) if self.use_res else self.conv(x)
-
-
-class MobileNetV2Like(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6(inplace=True))
-        self.blocks = nn.Sequential(InvertedResidual(32, 32, 1, 4), InvertedResidual(32, 48, 2, 4),
-                                    InvertedResidual(48, 48, 1, 4))
-        self.head = nn.Sequential(nn.Conv2d(48, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU6(inplace=True))
-        self.fc = nn.Linear(128, 10)
-
-    def forward(self, x):
-        x = self.head(self.blocks(self.stem(x)))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
 @lru_cache(maxsize=None)
 def setup(name: str):
     """(model, example input, groups, cost model), built once per model type (never mutated by the tests)."""
     torch.manual_seed(0)
-    model = (CifarResNet() if name == "resnet" else MobileNetV2Like()).eval()
+    model = (CifarResNet(blocks=(3, 3, 3)) if name == "resnet" else MobileNetV2Like(widths=(32, 48), head=128)).eval()
     x = torch.randn(1, 3, 32, 32)
     groups = find_groups(model, x)
     return model, x, groups, CostModel(model, x, groups)

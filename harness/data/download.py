@@ -4,12 +4,11 @@ Fashion-MNIST. Offline failures become one-line DatasetUnavailable errors, never
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from harness.errors import DatasetUnavailable
+from harness.io import atomic_write
 
 from .config import DataConfig, validate
 from .paths import FASHIONMNIST_FILES, check_available, data_dir, dataset_root, missing_files, unavailable_message
@@ -80,15 +79,11 @@ def _gunzip_all(raw: Path) -> None:
 
 def _atomic_gunzip(src: Path, dest: Path) -> None:
     """Unpack to a temp file then rename, so a killed fetch never leaves a truncated file behind."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, gzip.open(src, "rb") as inp:
+    def unpack(tmp: str) -> None:
+        with open(tmp, "wb") as out, gzip.open(src, "rb") as inp:
             shutil.copyfileobj(inp, out, length=1 << 20)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the data is meant to be shared
-        os.replace(tmp, dest)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, (OSError, EOFError)):
-            raise DatasetUnavailable(f"cannot unpack {src} into {dest.parent}: {type(exc).__name__}: {exc}") from None
-        raise
+
+    try:
+        atomic_write(dest, unpack)
+    except (OSError, EOFError) as exc:
+        raise DatasetUnavailable(f"cannot unpack {src} into {dest.parent}: {type(exc).__name__}: {exc}") from None

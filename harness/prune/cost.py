@@ -21,7 +21,7 @@ from torch_pruning.pruner import function as tpf
 
 from harness.errors import UserError
 from harness.metrics import Complexity, complexity
-from harness.prune.groups import Group, build_graph, tp_group
+from harness.prune.groups import Group, build_graph, hooked_forward, tp_group
 
 _CONV_OUT = (tpf.prune_conv_out_channels,)
 _CONV_IN = (tpf.prune_conv_in_channels,)
@@ -126,17 +126,8 @@ class CostModel:
                 n = out.numel() / (batch * width)
             pos[m] = pos.get(m, 0.0) + n
 
-        handles = [m.register_forward_hook(hook) for m in model.modules()
-                   if isinstance(m, (ops.TORCH_CONV, ops.TORCH_LINEAR))]
-        flags = [(m, m.training) for m in model.modules()]
-        try:
-            model.eval()
-            model(example_input)
-        finally:
-            for h in handles:
-                h.remove()
-            for m, flag in flags:
-                m.training = flag
+        hooked_forward(model, example_input, [m.register_forward_hook(hook) for m in model.modules()
+                                              if isinstance(m, (ops.TORCH_CONV, ops.TORCH_LINEAR))])
         return pos
 
     @staticmethod

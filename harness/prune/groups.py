@@ -63,17 +63,8 @@ def build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyG
             m.training = flag
 
 
-def execution_order(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
-    """Module name -> position of its first call in a forward pass ("model order"); unused modules last."""
-    order: dict[str, int] = {}
-    names = {m: n for n, m in model.named_modules()}
-
-    def hook(m: nn.Module, args: tuple) -> None:
-        name = names.get(m)
-        if name is not None and name not in order:
-            order[name] = len(order)
-
-    handles = [m.register_forward_pre_hook(hook) for m in model.modules()]
+def hooked_forward(model: nn.Module, example_input: torch.Tensor, handles: list) -> None:
+    """One eval-mode, no-grad forward pass for hooks to observe; removes the hooks, restores train flags."""
     flags = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
@@ -84,6 +75,19 @@ def execution_order(model: nn.Module, example_input: torch.Tensor) -> dict[str, 
             h.remove()
         for m, flag in flags:
             m.training = flag
+
+
+def execution_order(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
+    """Module name -> position of its first call in a forward pass ("model order"); unused modules last."""
+    order: dict[str, int] = {}
+    names = {m: n for n, m in model.named_modules()}
+
+    def hook(m: nn.Module, args: tuple) -> None:
+        name = names.get(m)
+        if name is not None and name not in order:
+            order[name] = len(order)
+
+    hooked_forward(model, example_input, [m.register_forward_pre_hook(hook) for m in model.modules()])
     for name in names.values():
         order.setdefault(name, len(order))
     return order
