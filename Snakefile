@@ -14,7 +14,7 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 sys.path.insert(0, workflow.basedir)
-from harness.config import budget_tag, check_budgets_reachable, check_datasets, job_spec, load_config  # noqa: E402
+from harness.config import check_budgets_reachable, check_datasets, job_spec, load_config, parse_budget_tag  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 
 

@@ -190,6 +190,17 @@ def load_config(config: Mapping[str, Any], *, check_data: bool = True) -> Workfl
             raise UserError(f"config error at budgets: {spec.tag} is listed twice")
         budgets.append(spec)
 
+    layer_budget = (cfg.get("figures") or {}).get("layer_budget")
+    if layer_budget is not None:
+        tags = [b.tag for b in budgets]
+        try:
+            layer_tag = parse_budget_tag(layer_budget).tag
+        except ValueError:
+            layer_tag = layer_budget
+        if layer_tag not in tags:
+            raise UserError(f"config error at figures.layer_budget: {layer_budget!r} is not a budget of this config "
+                            f"(valid values: {', '.join(tags)})")
+
     wf = WorkflowConfig(
         preset=cfg["preset"],
         data_root=cfg["data_root"],

@@ -90,7 +90,9 @@ EXPERIMENT_TAGS = [f"{e.dataset}_{e.arch}" for e in WF.experiments]
 TABLES = [R + "/tables/runs.csv", R + "/tables/summary.csv", R + "/tables/kept_channels.csv", R + "/tables/reported.csv"] + [
     R + f"/tables/{tag}.md" for tag in EXPERIMENT_TAGS
 ]
-_layer_budget = (WF.raw.get("figures") or {}).get("layer_budget") or min(
+_figure_budget = (WF.raw.get("figures") or {}).get("layer_budget")
+# The kept-channels figure is drawn at one budget: the configured one, else the MACs budget closest to 0.5.
+_layer_budget = parse_budget_tag(_figure_budget).tag if _figure_budget else min(
     (b.tag for b in WF.budgets), key=lambda t: (t.split("-")[0] != "macs", abs(float(t.split("-")[1]) - 0.5))
 )
 FIGURES = [FIG + f"/accuracy_vs_macs_{tag}.{ext}" for tag in EXPERIMENT_TAGS for ext in ("png", "pdf")] + [

@@ -108,6 +108,8 @@ BAD_CONFIGS = {
     "target above 1": (_bad(SMOKE, budgets=[{"metric": "macs", "target": 1.5}]), "budgets[0].target: 1.5"),
     "target zero": (_bad(SMOKE, budgets=[{"metric": "macs", "target": 0}]), "budgets[0].target: 0"),
     "unknown key": (_bad(SMOKE, seedz=[0]), "unknown key 'seedz'"),
+    "figure budget not in the grid": (_bad(SMOKE, figures={"layer_budget": "macs-0.7"}),
+                                      "figures.layer_budget: 'macs-0.7' is not a budget of this config"),
     "unknown method option": (_bad(SMOKE, methods={"l1-global": {"max_ratoi": 0.5}}), "max_ratoi"),
 }
 
