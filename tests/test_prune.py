@@ -22,23 +22,10 @@ from harness.metrics import Complexity, complexity
 from harness.prune import (Budget, CostModel, Group, PruningPlan, apply_plan, channel_l1, check_budget,
                            check_reachable, find_groups, load_pruned, max_reachable_reduction, min_keep,
                            save_pruned)
-from tiny_models import CifarResNet, MobileNetV2Like, VGGLike
+from tiny_models import CifarResNet, MobileNetV2Like, VGGLike, randomize_bn
 
 
 # ----------------------------------------------------------------------------------------------- models
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN statistics and affine params, so a wrong channel shows up in the outputs."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
-    return model.eval()
-
-
 def build(name: str) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     if name == "cifar_resnet":

@@ -1,0 +1,203 @@
+"""Score a candidate keep-plan on the search split by masking channels, not by surgery.
+
+An RL search scores thousands of candidates; building a physically pruned copy per episode (dependency
+graph + surgery) would dominate it. Zeroing a pruned channel at the output of every layer that writes it
+(conv/linear filters, BN and other per-channel layers, on both inputs of a residual add) is numerically the
+same network as removing it: its consumers only ever see zeros, i.e. their input kernels contribute nothing.
+BN statistics are re-estimated for the masked network (spec decision 8) and restored after each call, so
+every evaluation starts from the same state. Only ``splits.search`` (held out from the training set) and
+``splits.train_plain`` are read; the test split never is.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch_pruning import ops
+from torch_pruning.pruner import function as tpf
+
+from harness.data import make_loader
+from harness.errors import UserError
+from harness.prune.groups import Group, build_graph, tp_group
+from harness.train.bn import recalibrate_bn
+
+# handlers that remove a conv/linear's output channels (its filters)
+_OUT_FILTER_FNS = (tpf.prune_conv_out_channels, tpf.prune_linear_out_channels, tpf.prune_depthwise_conv_out_channels)
+# per-channel layers: whatever handler touches them, the channel is in their output
+_CHANNEL_FIRST = (ops.TORCH_BATCHNORM, ops.TORCH_INSTANCENORM, ops.TORCH_GROUPNORM, ops.TORCH_PRELU)
+_CHANNEL_LAST = (ops.TORCH_LAYERNORM,)
+
+KeepLike = Mapping[str, "torch.Tensor | Sequence[int]"]
+
+
+def _channel_dim(m: nn.Module) -> int | None:
+    """Axis of the output that holds the channels, or None when ``m`` does not write channels we can mask."""
+    if isinstance(m, (ops.TORCH_CONV,) + _CHANNEL_FIRST):
+        return 1
+    if isinstance(m, (ops.TORCH_LINEAR,) + _CHANNEL_LAST):
+        return -1
+    return None
+
+
+class _Writer:
+    """One module that writes (some of) a group's channels: local output indices <-> root channel indices."""
+
+    __slots__ = ("module", "dim", "width", "parts")
+
+    def __init__(self, module: nn.Module, dim: int, width: int) -> None:
+        self.module, self.dim, self.width = module, dim, width
+        self.parts: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # (group id, local idxs, root idxs)
+
+
+class SearchEvaluator:
+    """Top-1 (percent) on the search split of the base model with only the channels of ``keep`` left.
+
+    The evaluator works on its own deep copy of ``model`` (the caller's model is never touched); the search
+    split and ``bn_batches`` batches of ``splits.train_plain`` (shuffled with ``bn_seed``, the same batches
+    for every candidate, which lowers the variance between candidates) are preloaded once as tensors on
+    ``device``. ``groups`` (optional) pre-resolves the masks; any conv/linear root id works otherwise.
+    """
+
+    def __init__(self, model: nn.Module, splits: Any, device: str | torch.device, *, bn_batches: int = 10,
+                 batch_size: int = 256, example_input: torch.Tensor, groups: Sequence[Group] | None = None,
+                 bn_seed: int = 0) -> None:
+        if bn_batches < 0 or batch_size < 1:
+            raise ValueError(f"bn_batches must be >= 0 and batch_size >= 1, got {bn_batches}, {batch_size}")
+        self.device = torch.device(device)
+        self.bn_batches = int(bn_batches)
+        self.batch_size = int(batch_size)
+        src_device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        net = copy.deepcopy(model).to(src_device).eval()
+        self._graph = build_graph(net, example_input.to(src_device))
+        self.net = net.to(self.device).eval()
+        self._names = {m: n for n, m in self.net.named_modules()}
+        self._groups: dict[str, tuple[int, list[_Writer]]] = {}  # id -> (size, writers of its channels)
+        self._writers: dict[nn.Module, _Writer] = {}
+        for g in groups or ():
+            self._resolve(g.id)
+        self._bns = [m for m in self.net.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+        self._bn_state = [{k: v.detach().clone() for k, v in m.named_buffers(recurse=False)} for m in self._bns]
+        self.search_batches = self._preload(splits.search, None)
+        self.bn_data = self._preload(splits.train_plain, self.bn_batches, shuffle=True, seed=bn_seed) \
+            if self.bn_batches and self._bns else []
+        if not self.search_batches:
+            raise UserError("the search split is empty")
+
+    # -- data ---------------------------------------------------------------------------------------------
+    def _preload(self, ds: Any, limit: int | None, *, shuffle: bool = False,
+                 seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        out = []
+        for batch in make_loader(ds, self.batch_size, shuffle=shuffle, seed=seed):
+            if limit is not None and len(out) >= limit:
+                break
+            x, y = batch[0], batch[1]
+            out.append((x.to(self.device), torch.as_tensor(y).view(-1).to(self.device)))
+        return out
+
+    # -- masks --------------------------------------------------------------------------------------------
+    def _resolve(self, gid: str) -> tuple[int, list[_Writer]]:
+        """Find every module that writes group ``gid``'s channels (through Torch-Pruning's group), once."""
+        if gid in self._groups:
+            return self._groups[gid]
+        g = tp_group(self._graph, gid)
+        root = self.net.get_submodule(gid)
+        size = int(root.out_channels if hasattr(root, "out_channels") else root.out_features)
+        writers: list[_Writer] = []
+        for item in g:
+            dep, idxs = item.dep, item.idxs
+            m = dep.target.module
+            if not isinstance(m, nn.Module) or m not in self._names:
+                continue
+            is_out = dep.handler in _OUT_FILTER_FNS or isinstance(m, _CHANNEL_FIRST + _CHANNEL_LAST)
+            dim = _channel_dim(m)
+            if not is_out or dim is None:
+                continue
+            roots = item.root_idxs
+            if roots is None or any(r is None for r in roots):
+                raise UserError(f"group {gid}: cannot map the channels of {self._names[m]} to the root")
+            w = self._writers.get(m)
+            if w is None:
+                w = self._writers[m] = _Writer(m, dim, _out_width(m))
+            part = (gid, torch.as_tensor(list(idxs), dtype=torch.long), torch.as_tensor(list(roots), dtype=torch.long))
+            w.parts.append(part)
+            if w not in writers:
+                writers.append(w)
+        self._groups[gid] = (size, writers)
+        return size, writers
+
+    def masks(self, keep: KeepLike) -> dict[nn.Module, torch.Tensor]:
+        """Per writer module, a float 0/1 vector over its output channels (1 = kept)."""
+        group_mask: dict[str, torch.Tensor] = {}
+        touched: list[_Writer] = []
+        for gid, idxs in keep.items():
+            size, writers = self._resolve(gid)
+            idx = torch.unique(torch.as_tensor(idxs, dtype=torch.long).view(-1))
+            if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= size:
+                raise UserError(f"group {gid}: keep indices must be non-empty and within [0, {size})")
+            if idx.numel() == size:
+                continue
+            gm = torch.zeros(size)
+            gm[idx] = 1.0
+            group_mask[gid] = gm
+            touched.extend(w for w in writers if w not in touched)
+        out: dict[nn.Module, torch.Tensor] = {}
+        for w in touched:
+            mask = torch.ones(w.width)
+            for gid, local, roots in w.parts:
+                gm = group_mask.get(gid)
+                if gm is not None:
+                    mask[local] = gm[roots]
+            out[w.module] = mask.to(self.device)
+        return out
+
+    @contextlib.contextmanager
+    def applied(self, keep: KeepLike) -> Iterator[nn.Module]:
+        """The working copy with ``keep`` masked in and BN recalibrated; everything is undone on exit."""
+        handles = []
+        for m, mask in self.masks(keep).items():
+            handles.append(m.register_forward_hook(_mask_hook(mask, _channel_dim(m))))
+        try:
+            if self.bn_data:
+                recalibrate_bn(self.net, self.bn_data, None, self.device)
+            self.net.eval()
+            yield self.net
+        finally:
+            for h in handles:
+                h.remove()
+            with torch.no_grad():
+                for m, state in zip(self._bns, self._bn_state):
+                    for k, v in state.items():
+                        getattr(m, k).copy_(v)
+            self.net.eval()
+
+    @torch.no_grad()
+    def evaluate(self, keep: KeepLike) -> float:
+        """Top-1 percent on the search split with ``keep`` ({group id: kept root indices}; absent = whole)."""
+        correct = seen = 0
+        with self.applied(keep) as net:
+            for x, y in self.search_batches:
+                pred = net(x).topk(1, dim=1).indices.view(-1)
+                correct += int((pred == y).sum())
+                seen += y.numel()
+        return 100.0 * correct / seen
+
+
+def _out_width(m: nn.Module) -> int:
+    for attr in ("out_channels", "out_features", "num_features", "num_channels", "num_parameters"):
+        if hasattr(m, attr):
+            return int(getattr(m, attr))
+    if isinstance(m, ops.TORCH_LAYERNORM):
+        return int(m.normalized_shape[-1])
+    raise UserError(f"cannot mask the output of {type(m).__name__}")
+
+
+def _mask_hook(mask: torch.Tensor, dim: int | None):
+    def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        shape = [1] * out.dim()
+        shape[dim if dim >= 0 else out.dim() + dim] = -1
+        return out * mask.to(out.dtype).view(shape)
+    return hook
