@@ -9,35 +9,15 @@ import torch
 from torch_geometric.data import Batch, Data
 
 from method.policy import ACTIONS, ENCODERS, OBSERVATIONS, GraphPolicy, PolicyConfig
+from tiny_graphs import random_graph as shared_random_graph
 
 F_NODE, D_EDGE = 7, 4
 SMALL = dict(layers=2, heads=2, head_dim=8)
 
 
 def random_graph(groups: tuple[int, ...] = (3, 5, 2), seed: int = 0, extra_edges: int = 10) -> Data:
-    """A random graph in the builder's format: group nodes first, then channel nodes group by group,
-    data-flow edges between consecutive groups, membership edges both ways, random channel-channel edges."""
-    g = torch.Generator().manual_seed(seed)
-    n_groups, n_channels = len(groups), sum(groups)
-    n = n_groups + n_channels
-    group_nodes = torch.arange(n_groups)
-    channel_nodes = torch.arange(n_groups, n)
-    channel_group = torch.repeat_interleave(torch.arange(n_groups), torch.tensor(groups))
-    src, dst, etype = [], [], []
-    for i in range(n_groups - 1):
-        src += [i, i + 1]; dst += [i + 1, i]; etype += [0, 0]
-    for c, grp in zip(channel_nodes.tolist(), channel_group.tolist()):
-        src += [c, grp]; dst += [grp, c]; etype += [1, 1]
-    for _ in range(extra_edges):
-        a, b = torch.randint(n_groups, n, (2,), generator=g).tolist()
-        if a != b:
-            src.append(a); dst.append(b); etype.append(2)
-    edge_index = torch.tensor([src, dst], dtype=torch.long)
-    edge_attr = torch.zeros(len(src), D_EDGE)
-    edge_attr[torch.arange(len(src)), torch.tensor(etype)] = 1.0
-    edge_attr[:, -1] = torch.rand(len(src), generator=g)
-    return Data(x=torch.randn(n, F_NODE, generator=g), edge_index=edge_index, edge_attr=edge_attr,
-                channel_nodes=channel_nodes, channel_group=channel_group, group_nodes=group_nodes)
+    return shared_random_graph(groups, torch.Generator().manual_seed(seed), F_NODE, D_EDGE,
+                               extra_edges=extra_edges, random_weights=True)
 
 
 def make(seed: int = 0, **kw) -> GraphPolicy:
