@@ -70,12 +70,17 @@ def prune_params(method):
     )
 
 
-# The shell command every method rule runs: harness.cli.prune looks the method up in the registry.
-PRUNE_SHELL = (
-    "{PY} -m harness.cli.prune --spec {params.spec:q} --threads {threads} --method {params.method}"
-    " --metric {wildcards.metric} --target {wildcards.target} --seed {wildcards.seed}"
-    " --base {input.base} --out {output.plan} --workdir {params.scratch} > {log} 2>&1"
-)
+def prune_shell(extra=""):
+    """The shell command every method rule runs: harness.cli.prune looks the method up in the registry.
+    ``extra`` adds arguments, e.g. ``--search-log {output.search_log}`` for methods that log a search."""
+    return (
+        "{PY} -m harness.cli.prune --spec {params.spec:q} --threads {threads} --method {params.method}"
+        " --metric {wildcards.metric} --target {wildcards.target} --seed {wildcards.seed}"
+        " --base {input.base} --out {output.plan} --workdir {params.scratch} " + extra + " > {log} 2>&1"
+    )
+
+
+PRUNE_SHELL = prune_shell()
 
 
 def grid_runs():

@@ -72,6 +72,11 @@ def test_smoke_dag_produces_tables_and_figures(smoke_run: Path) -> None:
         assert list((results / "benchmarks" / stage).rglob("*.tsv")), stage
     plan = next((results / "runs").rglob("plan.json"))
     assert '"keep"' in plan.read_text()
+    if "graph-rl" in SMOKE["methods"]:  # a searching method also leaves its per-episode log beside the plan
+        logs = list((results / "runs").rglob("graph-rl/*/seed*/search_log.csv"))
+        assert len(logs) == len(SMOKE["budgets"]) * len(SMOKE["seeds"])
+        header = logs[0].read_text().splitlines()[0]
+        assert header.startswith("episode,reward,accuracy,macs,params")
 
 
 @pytest.mark.slow

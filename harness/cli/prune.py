@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,11 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
         meta={"search_wall_s": search_wall, "options": spec.get("method_options") or {},
               "structured": method.structured, "device": str(device)},
     )
+    if args.search_log:
+        log_file = workdir / "search_log.csv"
+        if not log_file.exists():
+            raise RuntimeError(f"method {args.method} wrote no search log in {workdir}")
+        shutil.copyfile(log_file, args.search_log)
     plan.to_json(args.out)
 
 
@@ -79,4 +85,5 @@ if __name__ == "__main__":
     p.add_argument("--base", required=True, help="base model weights from train_base")
     p.add_argument("--out", required=True, help="plan.json")
     p.add_argument("--workdir", required=True, help="the method's own logs and checkpoints")
+    p.add_argument("--search-log", help="copy the method's search_log.csv here (methods that search)")
     common.run_main(main, p)
