@@ -24,10 +24,10 @@ data-quick: setup
 	$(BIN)/python -m harness.cli.fetch_data --dataset fashionmnist --root $(DATA)
 
 quick: data-quick
-	$(BIN)/snakemake --configfile config/quick.yaml --cores $(CORES)
+	$(BIN)/snakemake --configfile config/quick.yaml --cores $(CORES) --rerun-incomplete
 
 smoke: setup
-	$(BIN)/snakemake --configfile config/smoke.yaml --cores $(CORES)
+	$(BIN)/snakemake --configfile config/smoke.yaml --cores $(CORES) --rerun-incomplete
 
 dry-run: setup
 	$(BIN)/snakemake -n

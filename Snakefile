@@ -16,6 +16,12 @@ min_version("9.0")
 sys.path.insert(0, workflow.basedir)
 from harness.config import check_budgets_reachable, check_datasets, job_spec, load_config, parse_budget_tag  # noqa: E402
 from harness.errors import UserError  # noqa: E402
+from harness.workflow_lock import release_stale_locks  # noqa: E402
+
+# A killed Snakemake leaves its lock files behind; the same command run again must just work. They are
+# removed only when no other run of this workflow is alive in this directory (harness/workflow_lock.py).
+if workflow.is_main_process:
+    release_stale_locks()
 
 
 # The paper grid is the default; a --configfile on the command line replaces it (never merged into it,
@@ -55,6 +61,12 @@ include: "rules/finetune.smk"
 include: "rules/evaluate.smk"
 include: "rules/collect.smk"
 include: "rules/figures.smk"
+
+
+try:
+    check_resource_rules([r.name for r in workflow.rules])
+except UserError as exc:
+    raise WorkflowError(str(exc)) from None
 
 
 rule all:

@@ -132,11 +132,7 @@ def plot_kept_channels(kept: pd.DataFrame, *, dataset: str, arch: str, metric: s
         ax.plot(per_group.index.to_numpy(), per_group.to_numpy(), marker=marker, markersize=size, linewidth=1.3,
                 linestyle=linestyle, markerfacecolor="none" if i % 2 else None,
                 label=f"{method} (mean of {n_seeds} seed{'s' if n_seeds != 1 else ''})")
-    ids = k.drop_duplicates("group_index").sort_values("group_index")
-    if 0 < len(ids) <= 60:
-        ax.set_xticks(ids["group_index"].to_numpy())
-        ax.set_xticklabels(ids["group_id"].astype(str).to_list(), rotation=90, fontsize=6)
-    ax.set_xlabel("prunable group (model order)")
+    label_group_axis(ax, k)
     ax.set_ylabel("kept fraction of channels")
     ax.set_ylim(0.0, 1.05)
     ax.set_title(f"{dataset} / {arch}: kept channels at {metric} reduction {float(target):g}")
@@ -145,6 +141,15 @@ def plot_kept_channels(kept: pd.DataFrame, *, dataset: str, arch: str, metric: s
         ax.legend(fontsize="small", loc="best")
     fig.tight_layout()
     return fig
+
+
+def label_group_axis(ax, rows: pd.DataFrame) -> None:
+    """x axis of a per-group figure: the group ids as ticks (when few enough to read), in model order."""
+    ids = rows.drop_duplicates("group_index").sort_values("group_index")
+    if 0 < len(ids) <= 60:
+        ax.set_xticks(ids["group_index"].to_numpy())
+        ax.set_xticklabels(ids["group_id"].astype(str).to_list(), rotation=90, fontsize=6)
+    ax.set_xlabel("prunable group (model order)")
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> Path:

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from figures.search import plot_l1_overlap, plot_search_curves
 from figures.plots import (
     budget_slug, default_budget, parse_budget, plot_accuracy_vs_macs, plot_kept_channels, save_figure,
     available_budgets,
@@ -45,6 +46,8 @@ def render_all(tables_dir: str | os.PathLike, out_dir: str | os.PathLike, budget
     """Write all figures into ``out_dir`` and return their paths.
 
     * ``accuracy_vs_macs_<dataset>_<arch>.<fmt>`` for every dataset/arch in summary.csv;
+    * ``search_<dataset>_<arch>.<fmt>`` for every dataset/arch in search_logs.csv (searching methods only);
+    * ``l1_overlap_<dataset>_<arch>_<metric>-<target>.<fmt>`` beside each kept-channels figure;
     * ``kept_channels_<dataset>_<arch>_<metric>-<target>.<fmt>`` for every dataset/arch in kept_channels.csv,
       at ``budget`` (``"macs-0.5"``) or, if ``None``, at the MACs budget closest to 0.5 present. A dataset/arch
       without the requested budget is skipped with a warning on stderr.
@@ -80,6 +83,19 @@ def render_all(tables_dir: str | os.PathLike, out_dir: str | os.PathLike, budget
         for fmt in formats:
             name = f"kept_channels_{dataset}_{arch}_{budget_slug(metric, target)}.{fmt}"
             written.append(save_figure(fig, out / name))
+        if "l1_jaccard" in kept.columns:
+            fig = plot_l1_overlap(kept, dataset=dataset, arch=arch, metric=metric, target=target)
+            for fmt in formats:
+                name = f"l1_overlap_{dataset}_{arch}_{budget_slug(metric, target)}.{fmt}"
+                written.append(save_figure(fig, out / name))
+    logs_path = tables / "search_logs.csv"
+    if logs_path.exists():
+        logs = _read_table(logs_path)
+        pairs = sorted({(d, a) for d, a in zip(logs["dataset"], logs["arch"])}) if len(logs) else []
+        for dataset, arch in pairs:
+            fig = plot_search_curves(logs, dataset=dataset, arch=arch)
+            for fmt in formats:
+                written.append(save_figure(fig, out / f"search_{dataset}_{arch}.{fmt}"))
     return written
 
 

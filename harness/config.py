@@ -28,6 +28,12 @@ class Experiment:
     train: str
     finetune: str
     arch_options: Mapping[str, Any] = field(default_factory=dict)
+    # The config's methods this experiment runs (None = all of them): lets a preset spend an expensive
+    # search on one architecture only.
+    methods: tuple[str, ...] | None = None
+
+    def runs_method(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
 
 
 @dataclass(frozen=True)
@@ -62,10 +68,21 @@ class WorkflowConfig:
         raise KeyError(f"no experiment {dataset}/{arch}")
 
     def runs(self) -> Iterator[tuple[Experiment, str, BudgetSpec, int]]:
-        """Every (experiment, method, budget, seed) of the grid."""
+        """Every (experiment, method, budget, seed) of the grid, less the budgets a method cannot meet.
+
+        (An unstructured method such as ``crl-layer`` supports params budgets only: zeroed weights do not
+        lower dense MACs. ``load_config`` insists every method has at least one budget it supports.)
+        """
+        from harness import registry
+
         for exp in self.experiments:
             for method in self.methods:
+                if not exp.runs_method(method):
+                    continue
+                spec = registry.get_method(method)
                 for budget in self.budgets:
+                    if not spec.supports(budget.metric):
+                        continue
                     for seed in self.seeds:
                         yield exp, method, budget, seed
 
@@ -166,7 +183,12 @@ def load_config(config: Mapping[str, Any], *, check_data: bool = True) -> Workfl
         exp = Experiment(
             dataset=item["dataset"], arch=item["arch"], train=item["train"], finetune=item["finetune"],
             arch_options=dict(item.get("arch_options") or {}),
+            methods=tuple(item["methods"]) if item.get("methods") is not None else None,
         )
+        for name in exp.methods or ():
+            if name not in cfg["methods"]:
+                raise UserError(f"config error at experiments[{i}].methods: {name!r} is not in methods "
+                                f"(valid values: {', '.join(cfg['methods'])})")
         if not known_arch(exp.arch):
             raise UserError(
                 f"config error at experiments[{i}].arch: unknown architecture {exp.arch!r} (valid values: "
@@ -189,6 +211,12 @@ def load_config(config: Mapping[str, Any], *, check_data: bool = True) -> Workfl
         if spec.tag in {b.tag for b in budgets}:
             raise UserError(f"config error at budgets: {spec.tag} is listed twice")
         budgets.append(spec)
+    for name in cfg["methods"]:
+        method = registry.get_method(name)
+        if not any(method.supports(b.metric) for b in budgets):
+            raise UserError(f"config error at methods.{name}: it supports only "
+                            f"{', '.join(method.budget_metrics)} budgets and this config has none "
+                            "(add one to budgets)")
 
     layer_budget = (cfg.get("figures") or {}).get("layer_budget")
     if layer_budget is not None:

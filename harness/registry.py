@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -18,11 +18,15 @@ import torch
 from torch import nn
 
 from harness.errors import BudgetNotMet, UserError
-from harness.prune.budget import Budget, check_budget, min_keep
+from harness.prune.budget import METRICS, Budget, check_budget, min_keep
 from harness.prune.cost import CostModel
 from harness.prune.groups import Group
+from harness.prune.unstructured import WeightSparsity, sparse_cost
 
 Keep = dict[str, list[int]]
+#: What a method returns: kept channels per group (structured), or per-layer zeroed weights (unstructured,
+#: ``register_method(..., structured=False)``; see harness.prune.unstructured).
+Result = Keep | WeightSparsity
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,9 @@ class PruneContext:
     """Everything a method may use: the trained base model (eval mode), its groups and cost model, the budget.
 
     ``splits`` (harness.data.Splits) is None for data-free methods and tests; ``workdir`` is the method's own
-    folder for logs and resumable state; ``arch`` only names the model in error messages.
+    folder for logs and resumable state; ``arch`` only names the model in error messages. ``meta``: JSON-safe
+    facts a method adds to plan.json's ``meta`` (the key ``finetune_recipe``, a recipe mapping, replaces the
+    common fine-tune recipe for this plan: a method's own faithful protocol, off by default).
     """
 
     model: nn.Module
@@ -50,16 +56,24 @@ class PruneContext:
     options: Any
     workdir: Path
     arch: str = ""
+    meta: dict = field(default_factory=dict)
 
     def min_keep(self, group: Group) -> int:
         """Channels ``group`` must keep: ``max(1, ceil(min_keep_fraction * size))``."""
         return min_keep(group, self.min_keep_fraction)
 
-    def verify(self, keep: Mapping[str, Sequence[int]], method: str = "method") -> Keep:
+    def verify(self, keep: Mapping[str, Sequence[int]] | WeightSparsity, method: str = "method") -> Result:
         """Check a method's result (known groups, valid indices, min_keep, budget by the CostModel); return it clean.
 
         Raises :class:`BudgetNotMet` when the CostModel says the budget is missed: never write an infeasible plan.
+        An unstructured result (:class:`WeightSparsity`) is checked with dense MACs and non-zero params.
         """
+        if isinstance(keep, WeightSparsity):
+            try:
+                check_budget(self.cost.base, sparse_cost(self.cost.base, keep), self.budget)
+            except BudgetNotMet as exc:
+                raise BudgetNotMet(f"{method}: {exc}") from exc
+            return keep
         by_id = {g.id: g for g in self.groups}
         clean: Keep = {}
         for gid, idxs in keep.items():
@@ -82,16 +96,30 @@ class PruneContext:
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method: ``fn(ctx) -> keep``, its options dataclass, and whether it prunes structurally."""
+    """A registered method: ``fn(ctx) -> keep``, its options dataclass, and whether it prunes structurally.
+
+    ``budget_metrics``: the budget metrics it can meet (an unstructured method cannot lower dense MACs);
+    the workflow grid skips the others and the prune stage rejects them. ``search_log``: the method writes
+    ``search_log.csv`` (one row per episode or update) in its workdir; its rule must declare it as an output
+    next to plan.json, and the collect stage gathers it into results/tables/search_logs.csv.
+    """
 
     name: str
-    fn: Callable[[PruneContext], Keep]
+    fn: Callable[[PruneContext], Result]
     options: type
     structured: bool = True
     description: str = ""
+    budget_metrics: tuple[str, ...] = METRICS
+    search_log: bool = False
 
-    def __call__(self, ctx: PruneContext) -> Keep:
+    def supports(self, metric: str) -> bool:
+        return metric in self.budget_metrics
+
+    def __call__(self, ctx: PruneContext) -> Result:
         """Run the method and verify its result (see :meth:`PruneContext.verify`)."""
+        if not self.supports(ctx.budget.metric):
+            raise UserError(f"method {self.name!r} cannot meet a {ctx.budget.metric} budget "
+                            f"(it supports: {', '.join(self.budget_metrics)})")
         return ctx.verify(self.fn(ctx), self.name)
 
 
@@ -99,17 +127,25 @@ _REGISTRY: dict[str, MethodSpec] = {}
 
 
 def register_method(name: str, *, options: type = EmptyOptions, structured: bool = True,
-                    description: str = "") -> Callable[[Callable[[PruneContext], Keep]], Callable[[PruneContext], Keep]]:
-    """Decorator: register ``fn(ctx) -> {group id: kept indices}`` under ``name`` (groups omitted stay whole)."""
+                    description: str = "", budget_metrics: Sequence[str] = METRICS, search_log: bool = False,
+                    ) -> Callable[[Callable[[PruneContext], Result]], Callable[[PruneContext], Result]]:
+    """Decorator: register ``fn(ctx) -> {group id: kept indices}`` under ``name`` (groups omitted stay whole).
+
+    An unstructured method (``structured=False``) returns a :class:`WeightSparsity` instead.
+    """
+    budget_metrics = tuple(budget_metrics)
+    if not budget_metrics or any(m not in METRICS for m in budget_metrics):
+        raise TypeError(f"budget_metrics of method {name!r} must be a non-empty subset of {METRICS}")
     if not dataclasses.is_dataclass(options) or not isinstance(options, type) \
             or not options.__dataclass_params__.frozen:  # type: ignore[attr-defined]
         raise TypeError(f"options of method {name!r} must be a frozen dataclass type")
 
-    def wrap(fn: Callable[[PruneContext], Keep]) -> Callable[[PruneContext], Keep]:
+    def wrap(fn: Callable[[PruneContext], Result]) -> Callable[[PruneContext], Result]:
         old = _REGISTRY.get(name)
         if old is not None and (old.fn.__module__, old.fn.__qualname__) != (fn.__module__, fn.__qualname__):
             raise UserError(f"method {name!r} is registered twice ({old.fn.__module__} and {fn.__module__})")
-        _REGISTRY[name] = MethodSpec(name, fn, options, structured, description or (fn.__doc__ or "").strip())
+        _REGISTRY[name] = MethodSpec(name, fn, options, structured, description or (fn.__doc__ or "").strip(),
+                                     budget_metrics, bool(search_log))
         return fn
 
     return wrap

@@ -15,12 +15,15 @@ rule collect:
         summary=report(R + "/tables/summary.csv", category="Tables", caption="../report/summary.rst"),
         kept=R + "/tables/kept_channels.csv",
         reported=R + "/tables/reported.csv",
+        search_logs=R + "/tables/search_logs.csv",
         markdown=[R + f"/tables/{tag}.md" for tag in EXPERIMENT_TAGS],
     log:
         LOGS + "/collect.log",
     benchmark:
         BENCH + "/collect.tsv"
     threads: 1
+    resources:
+        **job_resources("collect", runtime=10, mem_mb=2000, gpu=False),
     params:
         out=R + "/tables",
         listfile=R + "/tables/.inputs.txt",

@@ -32,12 +32,46 @@ def threads_for(stage):
     return int((WF.raw.get("threads") or {}).get(stage, 1))
 
 
+def _resources_of(rule_name):
+    """The config's `resources:` entry of a rule over its `default` entry (config/schema.yaml)."""
+    table = WF.raw.get("resources") or {}
+    return {**(table.get("default") or {}), **(table.get(rule_name) or {})}
+
+
 def runtime_for(rule_name, default):
-    return int(((WF.raw.get("resources") or {}).get(rule_name) or {}).get("runtime", default))
+    return int(_resources_of(rule_name).get("runtime", default))
 
 
 def mem_for(rule_name, default):
-    return int(((WF.raw.get("resources") or {}).get(rule_name) or {}).get("mem_mb", default))
+    return int(_resources_of(rule_name).get("mem_mb", default))
+
+
+def job_resources(rule_name, *, runtime, mem_mb, gpu=True):
+    """A rule's `resources:`: runtime (minutes) and memory (MB) from the config, else the rule's defaults.
+
+    A GPU rule asks for one GPU (`gpu=1`: local runs count it against `--resources gpu=N`, the SLURM
+    plugin submits `--gpus=1`, the Kubernetes plugin requests one device) and takes from the config the
+    keys a cluster executor reads: `gpu_model` and `cpus_per_gpu` (SLURM; `cpus_per_gpu` defaults to the
+    rule's threads) and `gpu_manufacturer` (Kubernetes). Only GPU rules get them, so a `default:`
+    GPU model never turns a CPU job into a GPU job."""
+    spec = _resources_of(rule_name)
+    res = dict(runtime=runtime_for(rule_name, runtime), mem_mb=mem_for(rule_name, mem_mb))
+    if gpu:
+        res["gpu"] = 1
+        res["cpus_per_gpu"] = spec.get("cpus_per_gpu") or (lambda wildcards, threads: threads)
+        for key in ("gpu_model", "gpu_manufacturer"):
+            if spec.get(key):
+                res[key] = spec[key]
+    return res
+
+
+def check_resource_rules(rule_names):
+    """Bad input: a `resources:` key that names no rule of the workflow (a typo would be ignored)."""
+    known = set(rule_names) | {"default"}
+    for key in WF.raw.get("resources") or {}:
+        if key not in known:
+            valid = ", ".join(sorted(known - {"all"}))
+            raise UserError(f"resources.{key}: no rule of that name (valid values: {valid})")
 
 
 def _run_of(method):
@@ -58,8 +92,7 @@ def prune_benchmark(method):
 
 
 def prune_resources(method):
-    rule_name = "prune_" + method.replace("-", "_")
-    return dict(gpu=1, runtime=runtime_for(rule_name, 30), mem_mb=mem_for(rule_name, 8000))
+    return job_resources("prune_" + method.replace("-", "_"), runtime=30, mem_mb=8000)
 
 
 def prune_params(method):
@@ -92,7 +125,8 @@ def grid_runs():
 RUN_METRICS = [RUN.format(**r) + "/metrics.json" for r in grid_runs()]
 RUN_PLANS = [RUN.format(**r) + "/plan.json" for r in grid_runs()]
 EXPERIMENT_TAGS = [f"{e.dataset}_{e.arch}" for e in WF.experiments]
-TABLES = [R + "/tables/runs.csv", R + "/tables/summary.csv", R + "/tables/kept_channels.csv", R + "/tables/reported.csv"] + [
+TABLES = [R + "/tables/runs.csv", R + "/tables/summary.csv", R + "/tables/kept_channels.csv", R + "/tables/reported.csv",
+          R + "/tables/search_logs.csv"] + [
     R + f"/tables/{tag}.md" for tag in EXPERIMENT_TAGS
 ]
 _figure_budget = (WF.raw.get("figures") or {}).get("layer_budget")
@@ -102,4 +136,11 @@ _layer_budget = parse_budget_tag(_figure_budget).tag if _figure_budget else min(
 )
 FIGURES = [FIG + f"/accuracy_vs_macs_{tag}.{ext}" for tag in EXPERIMENT_TAGS for ext in ("png", "pdf")] + [
     FIG + f"/kept_channels_{tag}_{_layer_budget}.{ext}" for tag in EXPERIMENT_TAGS for ext in ("png", "pdf")
+] + [
+    FIG + f"/l1_overlap_{tag}_{_layer_budget}.{ext}" for tag in EXPERIMENT_TAGS for ext in ("png", "pdf")
+] + [
+    # search curves for the experiments that run at least one method that logs its search
+    FIG + f"/search_{tag}.{ext}" for tag in sorted({f"{e.dataset}_{e.arch}" for e, m, _, _ in WF.runs()
+                                                    if registry.get_method(m).search_log})
+    for ext in ("png", "pdf")
 ]

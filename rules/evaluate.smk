@@ -15,9 +15,7 @@ rule evaluate:
         BENCH + "/evaluate/" + RUN_TAG + ".tsv"
     threads: threads_for("evaluate")
     resources:
-        gpu=1,
-        runtime=runtime_for("evaluate", 20),
-        mem_mb=mem_for("evaluate", 8000),
+        **job_resources("evaluate", runtime=20, mem_mb=8000),
     params:
         spec=lambda w: job_spec(WF, w.dataset, w.arch),
     shell:

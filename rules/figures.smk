@@ -15,6 +15,8 @@ rule figures:
     benchmark:
         BENCH + "/figures.tsv"
     threads: 1
+    resources:
+        **job_resources("figures", runtime=10, mem_mb=2000, gpu=False),
     params:
         tables=R + "/tables",
         out=FIG,

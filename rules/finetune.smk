@@ -15,9 +15,7 @@ rule finetune:
         BENCH + "/finetune/" + RUN_TAG + ".tsv"
     threads: threads_for("finetune")
     resources:
-        gpu=1,
-        runtime=runtime_for("finetune", 60),
-        mem_mb=mem_for("finetune", 8000),
+        **job_resources("finetune", runtime=60, mem_mb=8000),
     params:
         spec=lambda w: job_spec(WF, w.dataset, w.arch),
         ckpt=CKPT + "/finetune/" + RUN_TAG,

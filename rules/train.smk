@@ -15,9 +15,7 @@ rule train_base:
         BENCH + "/train_base/{dataset}/{arch}/seed{seed}.tsv"
     threads: threads_for("train")
     resources:
-        gpu=1,
-        runtime=runtime_for("train_base", 60),
-        mem_mb=mem_for("train_base", 8000),
+        **job_resources("train_base", runtime=60, mem_mb=8000),
     params:
         spec=lambda w: job_spec(WF, w.dataset, w.arch),
         ckpt=CKPT + "/base/{dataset}/{arch}/seed{seed}",

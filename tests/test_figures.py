@@ -162,7 +162,7 @@ def test_render_from_collect_tables(tmp_path: Path) -> None:
     (tables / "summary.csv").write_text(_csv(summarize(pd.DataFrame(runs))))
     (tables / "kept_channels.csv").write_text(_csv(load_kept_channels(plans)))
     files = render_all(tables, tmp_path / "out")
-    assert len(files) == 4 and all(p.stat().st_size > 0 for p in files)
+    assert len(files) == 6 and all(p.stat().st_size > 0 for p in files)  # accuracy, kept channels, L1 overlap
     fig = plot_accuracy_vs_macs(pd.read_csv(tables / "summary.csv"), None, dataset="cifar10", arch="resnet56")
     labels = sorted(c.get_label() for c in fig.axes[0].containers)
     assert labels == ["a", "b (unstructured)"]

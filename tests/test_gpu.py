@@ -117,7 +117,8 @@ def test_concurrent_jobs_get_distinct_gpus_and_a_fourth_waits(holders, tmp_path:
     freed = next(name for name, r in got.items() if r["index"] == 1)
     h.release(freed)
     d = h.result("d")
-    assert d["cvd"] == "1" and d["index"] == 1 and d["waited"] >= 0.9
+    # it was still waiting 1 s after starting (asserted above); under load its start-up eats into that second
+    assert d["cvd"] == "1" and d["index"] == 1 and d["waited"] > 0.0
     for name in ("a", "b", "c", "d"):
         h.release(name)
     assert fourth.wait(timeout=30) == 0

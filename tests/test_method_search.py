@@ -84,3 +84,50 @@ def test_killed_search_resumes_to_the_same_plan(tmp_path: Path) -> None:
 def test_ablations_run_and_stay_feasible(tmp_path: Path, options: dict) -> None:
     keep = _run(tmp_path, **options)
     assert keep
+
+
+def test_opening_plan_is_returned_when_no_episode_beats_it(tmp_path: Path) -> None:
+    """With a one-episode search the L1-uniform opening plan usually stays best; then it is the output."""
+    keep = _run(tmp_path / "g", seed=0, episodes=1, update_every=1)
+    rows = list(csv.DictReader(open(tmp_path / "g" / "search_log.csv")))
+    splits, model, x, groups, cost = _setup()
+    ctx = registry.PruneContext(
+        model=model, example_input=x, groups=groups, cost=cost, budget=Budget("macs", 0.5), min_keep_fraction=0.1,
+        splits=splits, device=torch.device("cpu"), seed=0, options=registry.options_from_dict("l1-uniform", {}),
+        workdir=tmp_path / "l1", arch="resnet20")
+    l1 = registry.get_method("l1-uniform")(ctx)
+    if rows[-1]["best_is_opening"] == "True":
+        assert keep == {k: list(v) for k, v in l1.items()}
+    else:  # the episode beat the bar: then the returned plan is the episode's, and better than the bar
+        assert keep != l1 and float(rows[-1]["best_accuracy"]) == float(rows[-1]["accuracy"])
+    # without the opening plan as a candidate, the output is always the agent's own
+    keep_agent = _run(tmp_path / "a", seed=0, episodes=1, update_every=1, opening_plan_is_candidate=False)
+    rows = list(csv.DictReader(open(tmp_path / "a" / "search_log.csv")))
+    assert rows[-1]["best_is_opening"] == "False"
+    assert float(rows[-1]["best_accuracy"]) == float(rows[-1]["accuracy"])
+    assert keep_agent is not None
+
+
+def test_initial_keep_sets_how_much_the_first_episodes_keep(tmp_path: Path) -> None:
+    fractions = {}
+    for p in (0.3, 0.9):
+        _run(tmp_path / str(p), seed=0, episodes=2, update_every=2, target=0.1, initial_keep=p)
+        rows = list(csv.DictReader(open(tmp_path / str(p) / "search_log.csv")))
+        fractions[p] = sum(float(r["keep_fraction"]) for r in rows) / len(rows)
+    # a loose budget (10 % of MACs) leaves the sampled masks alone: the keep fraction follows p
+    assert fractions[0.3] < 0.5 < fractions[0.9]
+    with pytest.raises(Exception, match="initial_keep"):
+        registry.options_from_dict("graph-rl", {"initial_keep": 1.5})
+
+
+def test_search_images_scores_on_a_fixed_subset(tmp_path: Path) -> None:
+    from method.search import _search_subset
+
+    splits = _setup()[0]
+    sub = _search_subset(splits, 16)
+    assert len(sub.search) == 16 and len(splits.search) == 64
+    again = _search_subset(splits, 16)
+    assert list(sub.search.indices) == list(again.search.indices)  # the same subset for every seed and run
+    assert _search_subset(splits, 0) is splits and _search_subset(splits, 1000) is splits
+    keep = _run(tmp_path, search_images=16)
+    assert keep  # a verified plan from the cut search split

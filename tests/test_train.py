@@ -97,15 +97,33 @@ KILL_SCRIPT = textwrap.dedent(
                 x = x.flip(-1)
             return x, self.y[i]
 
+    data_path = os.environ.get("DATA_PATH", "loader")
+    batches = 0
+
     def noise(x, y):
+        global batches
+        batches += 1
+        if data_path == "device" and stall_at and batches == stall_at:  # the device path fetches no items
+            open(os.environ["STALL_MARKER"], "w").close()
+            time.sleep(600)
         return x + 0.05 * torch.randn_like(x), y
 
+    if data_path == "device":  # the training set on the "device", crop + flip drawn there
+        from harness.data import TensorImageDataset, TensorTransform
+        g = torch.Generator().manual_seed(123)
+        labels = torch.randint(0, 4, (256,), generator=g)
+        images = torch.randint(0, 200, (256, 3, 8, 8), generator=g, dtype=torch.uint8)
+        for c in range(4):
+            images[labels == c, c % 3] += 50
+        train = TensorImageDataset(images, labels, TensorTransform((0.5,) * 3, (0.25,) * 3, pad=2, flip=True))
+    else:
+        train = Augmented()
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.2),
         nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
-    recipe = Recipe(epochs=4, batch_size=32, lr=0.05, warmup_epochs=0.5, label_smoothing=0.1)
-    fit(model, Augmented(), recipe, device="cpu", seed=7, checkpoint_dir=ckpt, log_csv=log_csv,
+    recipe = Recipe(epochs=4, batch_size=32, lr=0.05, warmup_epochs=0.5, label_smoothing=0.1, data_path=data_path)
+    fit(model, train, recipe, device="cpu", seed=7, checkpoint_dir=ckpt, log_csv=log_csv,
         batch_transform=noise)
     torch.save(model.state_dict(), out)
     '''
@@ -113,11 +131,15 @@ KILL_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_kill_and_resume_is_bit_exact(tmp_path: Path) -> None:
-    """SIGKILL mid-epoch 3, rerun the same command: final weights equal an uninterrupted run's."""
+@pytest.mark.parametrize("data_path", ["loader", "device"])
+def test_kill_and_resume_is_bit_exact(tmp_path: Path, data_path: str) -> None:
+    """SIGKILL mid-epoch 3, rerun the same command: final weights equal an uninterrupted run's.
+    ``device``: the training set resident on the device (here the CPU) with crop/flip done there."""
     script = tmp_path / "train_tiny.py"
     script.write_text(KILL_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "DATA_PATH": data_path}
+    # mid-epoch 3: the loader path counts item fetches (256 per epoch), the device path batches (8 per epoch)
+    stall_at = 2 * 256 + 100 if data_path == "loader" else 2 * 8 + 3
     marker = tmp_path / "stalled"
 
     def cmd(name: str) -> list[str]:
@@ -127,7 +149,7 @@ def test_kill_and_resume_is_bit_exact(tmp_path: Path) -> None:
     t0 = time.monotonic()
     reference = subprocess.Popen(cmd("ref"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     victim = subprocess.Popen(cmd("killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**env, "STALL_AT_FETCH": str(2 * 256 + 100), "STALL_MARKER": str(marker)})
+                              env={**env, "STALL_AT_FETCH": str(stall_at), "STALL_MARKER": str(marker)})
     try:
         deadline = time.monotonic() + 240
         while not marker.exists():

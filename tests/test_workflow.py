@@ -49,17 +49,21 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_smoke_dag_produces_tables_and_figures(smoke_run: Path) -> None:
     tables = smoke_run / SMOKE["results_dir"] / "tables"
     runs = pd.read_csv(tables / "runs.csv")
-    assert len(runs) == len(SMOKE["methods"]) * len(SMOKE["budgets"]) * len(SMOKE["seeds"])
+    # crl-layer (unstructured) supports params budgets only: the grid skips its MACs budgets
+    grid = [(m, b["metric"]) for m in SMOKE["methods"] for b in SMOKE["budgets"]
+            if not (m == "crl-layer" and b["metric"] == "macs")]
+    assert len(runs) == len(grid) * len(SMOKE["seeds"])
     assert set(runs["method"]) == set(SMOKE["methods"])
     for row in runs.itertuples():
         assert row.achieved_reduction >= row.budget_target - 0.01, row
         reduction = row.macs_reduction if row.budget_metric == "macs" else row.params_reduction
         assert reduction == pytest.approx(row.achieved_reduction)
-        assert row.macs < row.base_macs and row.params < row.base_params
+        assert (row.macs < row.base_macs if row.structured else row.macs == row.base_macs)  # dense MACs
+        assert row.params < row.base_params
         assert 0.0 <= row.top1 <= 100.0
     assert runs["git_commit"].notna().all() and runs["torch_version"].notna().all()
     summary = pd.read_csv(tables / "summary.csv")
-    assert len(summary) == len(SMOKE["methods"]) * len(SMOKE["budgets"])
+    assert len(summary) == len(grid)
     assert (tables / "synthetic_resnet20.md").read_text().count("| ours |") == len(summary)
     figures = smoke_run / SMOKE["figures_dir"]
     for name in ("accuracy_vs_macs_synthetic_resnet20", "kept_channels_synthetic_resnet20_macs-0.5"):
@@ -77,6 +81,11 @@ def test_smoke_dag_produces_tables_and_figures(smoke_run: Path) -> None:
         assert len(logs) == len(SMOKE["budgets"]) * len(SMOKE["seeds"])
         header = logs[0].read_text().splitlines()[0]
         assert header.startswith("episode,reward,accuracy,macs,params")
+    for method in ("crl-neuron", "crl-layer"):  # per-update log of the PPO-Lagrangian search
+        if method in SMOKE["methods"]:
+            logs = list((results / "runs").rglob(f"{method}/*/seed*/search_log.csv"))
+            assert len(logs) == sum(m == method for m, _ in grid) * len(SMOKE["seeds"])
+            assert {"nu", "mean_cost", "budget", "accuracy"} <= set(logs[0].read_text().splitlines()[0].split(","))
 
 
 @pytest.mark.slow
@@ -116,7 +125,21 @@ BAD_CONFIGS = {
     "figure budget not in the grid": (_bad(SMOKE, figures={"layer_budget": "macs-0.7"}),
                                       "figures.layer_budget: 'macs-0.7' is not a budget of this config"),
     "unknown method option": (_bad(SMOKE, methods={"l1-global": {"max_ratoi": 0.5}}), "max_ratoi"),
+    "experiment method not in methods": (
+        _bad(SMOKE, experiments=[{**SMOKE["experiments"][0], "methods": ["l1-global"]}]),
+        "experiments[0].methods: 'l1-global' is not in methods"),
 }
+
+
+def test_an_experiment_runs_only_its_listed_methods() -> None:
+    from harness.config import load_config
+
+    config = _bad(SMOKE, experiments=[{**SMOKE["experiments"][0], "methods": ["random"]},
+                                      {**SMOKE["experiments"][0], "arch": "resnet32"}])
+    wf = load_config(config, check_data=False)
+    runs = {(exp.arch, method) for exp, method, _, _ in wf.runs()}
+    assert {m for a, m in runs if a == "resnet20"} == {"random"}
+    assert {m for a, m in runs if a == "resnet32"} == set(SMOKE["methods"])
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
@@ -161,7 +184,7 @@ def _real_run_config(tmp_path: Path, **changes) -> Path:
 
 def test_unreachable_budget_stops_before_any_job(tmp_path: Path) -> None:
     # Keeping half of every group's channels removes at most about 3/4 of the MACs: 0.9 is out of reach.
-    config = _real_run_config(tmp_path, budgets=[{"metric": "macs", "target": 0.9}],
+    config = _real_run_config(tmp_path, budgets=[{"metric": "macs", "target": 0.9}], methods={"l1-uniform": {}},
                               prune={"min_keep_fraction": 0.5, "tolerance": 0.01, "scope": "all"})
     result = snakemake(tmp_path, config, "--cores", "1")
     assert result.returncode != 0
@@ -183,8 +206,12 @@ def test_missing_dataset_offline_names_the_fetch_command(tmp_path: Path) -> None
 def test_dry_run_of_the_paper_grid_shows_the_plan(tmp_path: Path) -> None:
     result = snakemake(tmp_path, ROOT / "config" / "paper.yaml", "-n", "--quiet", "rules")
     assert result.returncode == 0, result.stderr[-3000:]
+    from harness.config import load_config
+
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
-    runs = len(paper["experiments"]) * len(paper["methods"]) * len(paper["budgets"]) * len(paper["seeds"])
+    # every (experiment, method, budget, seed), less the budgets a method cannot meet (crl-layer: params only)
+    runs = sum(1 for _ in load_config(paper, check_data=False).runs())
+    assert runs > len(paper["experiments"]) * len(paper["budgets"]) * len(paper["seeds"])
     assert f"finetune{' ' * 1}" in result.stdout or "finetune" in result.stdout
     counts = {line.split()[0]: int(line.split()[1]) for line in result.stdout.splitlines()
               if len(line.split()) == 2 and line.split()[1].isdigit()}

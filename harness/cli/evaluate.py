@@ -15,6 +15,7 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     from harness.io import read_json, write_json
     from harness.metrics import Complexity, complexity, latency, topk_accuracy
     from harness.prune import PruningPlan, check_budget, load_pruned
+    from harness.prune.unstructured import from_meta, sparse_complexity
 
     device = common.acquire_device()
     splits = build_splits(common.data_config(spec))
@@ -24,7 +25,8 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     plan = PruningPlan.from_json(args.plan)
     ft = read_json(args.finetune_info)
     model = load_pruned(args.model).eval()
-    size = complexity(model, shape)
+    # Unstructured plans: params are the non-zero parameters, MACs stay dense (harness.prune.unstructured).
+    size = (sparse_complexity if from_meta(plan.meta) is not None else complexity)(model, shape)
     report = check_budget(Complexity(macs=base["macs"], params=base["params"]), size, plan.budget)
     batch = int(spec["evaluate"].get("batch_size", 256))
     acc = topk_accuracy(model.to(device), make_loader(splits.test, batch, shuffle=False, seed=0), device)

@@ -15,9 +15,10 @@ from harness.cli import common
 
 def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     from harness.data import build_splits
-    from harness.io import write_json
+    from harness.io import copy_file, write_json
     from harness.metrics import complexity
     from harness.prune import PruningPlan, apply_plan, check_budget, save_pruned
+    from harness.prune.unstructured import apply_sparsity, from_meta, make_permanent, sparse_complexity
     from harness.train import Recipe, fit, seed_everything
 
     device = common.acquire_device()
@@ -28,16 +29,23 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     base_size = complexity(base, shape)
     plan = PruningPlan.from_json(args.plan)
     model = apply_plan(base, plan, common.example_input(info))
-    check_budget(base_size, complexity(model, shape), plan.budget)
+    # An unstructured plan's zeroed weights are held at zero through the fine-tune (torch.nn.utils.prune masks).
+    sparsity = from_meta(plan.meta)
+    if sparsity is not None:
+        model = apply_sparsity(model, sparsity)
+    check_budget(base_size, (sparse_complexity if sparsity is not None else complexity)(model, shape), plan.budget)
 
-    recipe = Recipe.from_dict(spec["finetune_recipe"])
+    # A plan may carry its method's own protocol (a method option; the common recipe otherwise).
+    recipe = Recipe.from_dict(plan.meta.get("finetune_recipe") or spec["finetune_recipe"])
     seed_everything(args.seed)
     ckpt = Path(args.checkpoint_dir)
     start = time.time()
     model = fit(model, splits.train, recipe, device=device, seed=args.seed, checkpoint_dir=ckpt,
                 log_csv=ckpt / "finetune_log.csv", desc=f"finetune {plan.method} {plan.budget.metric}-{plan.budget.target:g}")
     wall = time.time() - start
-    shutil.copyfile(ckpt / "finetune_log.csv", args.log_csv)
+    copy_file(ckpt / "finetune_log.csv", args.log_csv)
+    if sparsity is not None:
+        model = make_permanent(model)
     save_pruned(model.cpu().eval(), args.out)
     write_json(args.info, {"finetune_epochs": recipe.epochs, "finetune_wall_s": wall, "device": str(device)})
     shutil.rmtree(ckpt, ignore_errors=True)  # outputs are complete; resumable state is not needed

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,13 @@ from harness.cli import common
 def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     from harness import registry
     from harness.data import build_splits
+    from harness.io import copy_file
     from harness.metrics import complexity
-    from harness.prune import (Budget, CostModel, PruningPlan, apply_plan, check_budget, check_reachable,
-                               find_groups)
+    from harness.errors import UserError
+    from harness.prune import (Budget, CostModel, PruningPlan, apply_plan, channel_l1, check_budget,
+                               check_reachable, find_groups)
+    from harness.prune.overlap import l1_jaccard
+    from harness.prune.unstructured import META_KEY, WeightSparsity, apply_sparsity, sparse_complexity
     from harness.train import seed_everything
 
     registry.load_plugins(tuple(spec["method_packages"]))
@@ -29,6 +32,9 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     prune_cfg = spec.get("prune") or {}
     budget = Budget(args.metric, float(args.target), tolerance=float(prune_cfg.get("tolerance", 0.01)))
     min_keep_fraction = float(prune_cfg.get("min_keep_fraction", 0.1))
+    if not method.supports(budget.metric):
+        raise UserError(f"method {args.method!r} cannot meet a {budget.metric} budget "
+                        f"(it supports: {', '.join(method.budget_metrics)})")
 
     device = common.acquire_device()
     splits = build_splits(common.data_config(spec))
@@ -50,29 +56,42 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     start = time.time()
     keep = method(ctx)  # runs the method and verifies its keep sets against the budget
     search_wall = time.time() - start
+    # An unstructured method keeps every channel and zeroes weights (harness.prune.unstructured): its size is
+    # measured with dense MACs and non-zero params.
+    sparsity = keep if isinstance(keep, WeightSparsity) else None
+    if sparsity is not None:
+        keep = {}
 
     by_id = {g.id: g for g in groups}
     unknown = sorted(set(keep) - set(by_id))
     if unknown:
         raise RuntimeError(f"method {args.method} returned unknown groups {unknown[:3]}")
     full_keep = {g.id: sorted(int(i) for i in keep.get(g.id, range(g.size))) for g in groups}
+    # per group: Jaccard of the kept channels with the L1 top-k at the same count (figures' overlap plot)
+    overlap = l1_jaccard(full_keep, channel_l1(model.cpu(), example.cpu(), groups))
     pruned = apply_plan(copy.deepcopy(model).cpu(), full_keep, example.cpu())
     shape = (info.in_channels, info.image_size, info.image_size)
-    report = check_budget(complexity(model.cpu(), shape), complexity(pruned, shape), budget)
+    if sparsity is not None:
+        size = sparse_complexity(apply_sparsity(pruned, sparsity), shape)
+    else:
+        size = complexity(pruned, shape)
+    report = check_budget(complexity(model.cpu(), shape), size, budget)
     plan = PruningPlan(
         method=args.method, dataset=info.name, arch=spec["arch"], seed=args.seed, budget=budget,
         groups=tuple((g, tuple(full_keep[g.id])) for g in groups),
         achieved={"base_macs": report.base_macs, "macs": report.macs, "base_params": report.base_params,
                   "params": report.params, "macs_reduction": report.macs_reduction,
                   "params_reduction": report.params_reduction},
-        meta={"search_wall_s": search_wall, "options": spec.get("method_options") or {},
-              "structured": method.structured, "device": str(device)},
+        meta={**ctx.meta, "search_wall_s": search_wall, "options": spec.get("method_options") or {},
+              "structured": method.structured, "device": str(device),
+              "l1_jaccard": overlap,
+              **({META_KEY: sparsity.to_dict()} if sparsity is not None else {})},
     )
     if args.search_log:
         log_file = workdir / "search_log.csv"
         if not log_file.exists():
             raise RuntimeError(f"method {args.method} wrote no search log in {workdir}")
-        shutil.copyfile(log_file, args.search_log)
+        copy_file(log_file, args.search_log)
     plan.to_json(args.out)
 
 

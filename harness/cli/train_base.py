@@ -12,7 +12,7 @@ from harness.cli import common
 
 def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     from harness.data import build_splits, make_loader
-    from harness.io import write_json
+    from harness.io import copy_file, write_json, write_text
     from harness.metrics import complexity, topk_accuracy
     from harness.train import Recipe, fit, seed_everything
 
@@ -30,7 +30,7 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
         ckpt = Path(args.checkpoint_dir)
         model = fit(model, splits.train, recipe, device=device, seed=args.seed, checkpoint_dir=ckpt,
                     log_csv=ckpt / "train_log.csv", desc=f"train {spec['arch']} seed{args.seed}")
-        shutil.copyfile(ckpt / "train_log.csv", args.log_csv)
+        copy_file(ckpt / "train_log.csv", args.log_csv)
         epochs = recipe.epochs
     train_wall = time.time() - start
 
@@ -41,15 +41,16 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     size = complexity(model.cpu(), (info.in_channels, info.image_size, info.image_size))
     common.save_base(model.cpu(), spec, args.out)
     if spec["train_recipe"] == "pretrained":
-        Path(args.log_csv).write_text("epoch\n")
-    if spec["train_recipe"] != "pretrained":
-        shutil.rmtree(args.checkpoint_dir, ignore_errors=True)  # outputs are complete; resumable state is not needed
+        write_text(args.log_csv, "epoch\n")
     write_json(args.metrics, {
         "dataset": info.name, "arch": spec["arch"], "seed": args.seed, "epochs": epochs,
         "top1": test["top1"], "top5": test["top5"], "search_top1": search["top1"],
         "macs": size.macs, "params": size.params, "train_wall_s": train_wall, "device": str(device),
         "train_images": len(splits.train), "search_images": len(splits.search), "test_images": len(splits.test),
     })
+    # Only once every output is written: a job killed before this point resumes from the last epoch.
+    if spec["train_recipe"] != "pretrained":
+        shutil.rmtree(args.checkpoint_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ identical for every method and seed; the test split is only for the reported num
 from __future__ import annotations
 
 from .config import DataConfig, info_for
+from .device import DeviceData, TensorSource, device_data_fits, loader_batches, tensor_source
 from .download import fetch
 from .info import DATASETS, DatasetInfo, dataset_info
 from .loader import make_loader
@@ -27,4 +28,9 @@ __all__ = [
     "make_loader",
     "TensorImageDataset",
     "TensorTransform",
+    "DeviceData",
+    "TensorSource",
+    "device_data_fits",
+    "loader_batches",
+    "tensor_source",
 ]

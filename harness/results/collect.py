@@ -42,7 +42,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = GROUP_KEYS + ("n", "seeds") + tuple(
 #: Column order of kept_channels.csv.
 KEPT_COLUMNS: tuple[str, ...] = (
     "dataset", "arch", "method", "budget_metric", "budget_target", "seed",
-    "group_index", "group_id", "size", "kept", "kept_fraction",
+    "group_index", "group_id", "size", "kept", "kept_fraction", "l1_jaccard",
 )
 PLAN_FORMAT = "prunebench-plan/1"
 
@@ -113,6 +113,7 @@ def _plan_rows(plan: Any, path: str | os.PathLike) -> list[dict[str, Any]]:
     if not isinstance(budget, dict) or "metric" not in budget or "target" not in budget:
         raise ValueError(f"{where}: plan budget needs 'metric' and 'target'")
     rows = []
+    overlap = (plan.get("meta") or {}).get("l1_jaccard") or {}
     for i, g in enumerate(plan["groups"]):
         for k in ("id", "size", "keep"):
             if k not in g:
@@ -125,6 +126,7 @@ def _plan_rows(plan: Any, path: str | os.PathLike) -> list[dict[str, Any]]:
             "budget_metric": str(budget["metric"]), "budget_target": float(budget["target"]),
             "seed": int(plan["seed"]), "group_index": i, "group_id": str(g["id"]), "size": size,
             "kept": kept, "kept_fraction": kept / size,
+            "l1_jaccard": float(overlap[g["id"]]) if g["id"] in overlap else float("nan"),
         })
     return rows
 
@@ -139,6 +141,21 @@ def load_kept_channels(plan_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     return df.sort_values(key, kind="stable").reset_index(drop=True) if len(df) else df
 
 
+#: Test hook, unset in normal use: seconds to sleep after runs.csv is written and before the other tables,
+#: so that tests/test_faults.py can kill the collect job between two of its writes (collect otherwise takes
+#: well under a second, too short to hit reliably from outside).
+TEST_PAUSE_ENV = "PRUNEBENCH_TEST_COLLECT_PAUSE_S"
+
+
+def _test_pause() -> None:
+    seconds = os.environ.get(TEST_PAUSE_ENV)
+    if seconds:
+        import time
+
+        print(f"collect: {TEST_PAUSE_ENV}={seconds}: pausing after runs.csv", file=sys.stderr, flush=True)
+        time.sleep(float(seconds))
+
+
 def _csv(df: pd.DataFrame) -> str:
     # NaN -> blank cell; floats at full precision (repr) so nothing is lost between tables and figures.
     return df.to_csv(index=False, na_rep="", lineterminator="\n")
@@ -148,11 +165,13 @@ def collect(metrics_paths: Sequence[str | os.PathLike], plan_paths: Sequence[str
             out_dir: str | os.PathLike, reported_dir: str | os.PathLike | None = None) -> list[Path]:
     """Build every table from exactly the given files; return the paths written.
 
-    Writes ``runs.csv``, ``summary.csv``, ``kept_channels.csv``, ``reported.csv`` (the validated published
+    Writes ``runs.csv``, ``summary.csv``, ``kept_channels.csv`` (with each group's Jaccard overlap with the
+    L1 top-k), ``search_logs.csv`` (every search log beside a plan), ``reported.csv`` (the validated published
     rows, so that figures read tables only) and one ``<dataset>_<arch>.md`` per dataset/arch among the runs.
     ``reported_dir=None`` means no published rows.
     """
-    from harness.io import write_text  # imports torch: keep it out of `import harness.results`
+    from harness.io import write_text
+    from harness.results.search_logs import load_search_logs
 
     out = Path(out_dir)
     runs = load_runs(metrics_paths)
@@ -160,11 +179,13 @@ def collect(metrics_paths: Sequence[str | os.PathLike], plan_paths: Sequence[str
     kept = load_kept_channels(plan_paths)
     reported = (load_reported(reported_dir) if reported_dir is not None
                 else pd.DataFrame({c: pd.Series(dtype="str") for c in REPORTED_COLUMNS}))
-    written = [
-        write_text(out / "runs.csv", _csv(runs)),
+    written = [write_text(out / "runs.csv", _csv(runs))]
+    _test_pause()
+    written += [
         write_text(out / "summary.csv", _csv(summary)),
         write_text(out / "kept_channels.csv", _csv(kept)),
         write_text(out / "reported.csv", _csv(reported)),
+        write_text(out / "search_logs.csv", _csv(load_search_logs(plan_paths))),
     ]
     pairs = sorted({(d, a) for d, a in zip(runs["dataset"], runs["arch"])})
     for dataset, arch in pairs:

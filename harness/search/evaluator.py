@@ -7,6 +7,12 @@ same network as removing it: its consumers only ever see zeros, i.e. their input
 BN statistics are re-estimated for the masked network (spec decision 8) and restored after each call, so
 every evaluation starts from the same state. Only ``splits.search`` (held out from the training set) and
 ``splits.train_plain`` are read; the test split never is.
+
+Speed (docs/fast_jobs.md): the search split and the BN batches are loaded once as tensors on the device
+(in-memory datasets are normalised there, :class:`harness.data.DeviceData`); a candidate costs the BN
+forward passes plus the search-split forward passes in ``eval_batch_size`` chunks under
+``torch.inference_mode``, with one host sync at the end. On CUDA the network and the data are channels_last
+and run under bf16 autocast (``amp``; its default is on for CUDA only, off on the CPU).
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch_pruning import ops
 from torch_pruning.pruner import function as tpf
 
-from harness.data import make_loader
+from harness.data import DeviceData, make_loader, tensor_source
 from harness.errors import UserError
 from harness.prune.groups import Group, build_graph, tp_group
 from harness.train.bn import recalibrate_bn
@@ -60,20 +66,30 @@ class SearchEvaluator:
     split and ``bn_batches`` batches of ``splits.train_plain`` (shuffled with ``bn_seed``, the same batches
     for every candidate, which lowers the variance between candidates) are preloaded once as tensors on
     ``device``. ``groups`` (optional) pre-resolves the masks; any conv/linear root id works otherwise.
+
+    ``batch_size`` is the BN-recalibration batch (it shapes the batch statistics); the search split is
+    scored in chunks of ``eval_batch_size`` (default ``batch_size``; any size gives the same accuracy, larger
+    ones fewer kernel launches). ``amp``: bf16 autocast for the BN and search passes (None = on CUDA only).
     """
 
     def __init__(self, model: nn.Module, splits: Any, device: str | torch.device, *, bn_batches: int = 10,
                  batch_size: int = 256, example_input: torch.Tensor, groups: Sequence[Group] | None = None,
-                 bn_seed: int = 0) -> None:
-        if bn_batches < 0 or batch_size < 1:
-            raise ValueError(f"bn_batches must be >= 0 and batch_size >= 1, got {bn_batches}, {batch_size}")
+                 bn_seed: int = 0, eval_batch_size: int | None = None, amp: bool | None = None) -> None:
+        if bn_batches < 0 or batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
+            raise ValueError(f"bn_batches must be >= 0 and batch_size, eval_batch_size >= 1, got {bn_batches}, "
+                             f"{batch_size}, {eval_batch_size}")
         self.device = torch.device(device)
         self.bn_batches = int(bn_batches)
         self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        on_cuda = self.device.type == "cuda"
+        self.amp = on_cuda if amp is None else bool(amp)
+        # channels_last only on CUDA (see harness.train.loop: oneDNN's CPU kernels are not trusted with it)
+        self._fmt = torch.channels_last if on_cuda else torch.contiguous_format
         src_device = next((p.device for p in model.parameters()), torch.device("cpu"))
         net = copy.deepcopy(model).to(src_device).eval()
         self._graph = build_graph(net, example_input.to(src_device))
-        self.net = net.to(self.device).eval()
+        self.net = net.to(self.device, memory_format=self._fmt).eval()
         self._names = {m: n for n, m in self.net.named_modules()}
         self._groups: dict[str, tuple[int, list[_Writer]]] = {}  # id -> (size, writers of its channels)
         self._writers: dict[nn.Module, _Writer] = {}
@@ -81,22 +97,36 @@ class SearchEvaluator:
             self._resolve(g.id)
         self._bns = [m for m in self.net.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
         self._bn_state = [{k: v.detach().clone() for k, v in m.named_buffers(recurse=False)} for m in self._bns]
-        self.search_batches = self._preload(splits.search, None)
-        self.bn_data = self._preload(splits.train_plain, self.bn_batches, shuffle=True, seed=bn_seed) \
-            if self.bn_batches and self._bns else []
+        self.search_batches = self._preload(splits.search, self.eval_batch_size, None)
+        self.bn_data = self._preload(splits.train_plain, self.batch_size, self.bn_batches, shuffle=True,
+                                     seed=bn_seed) if self.bn_batches and self._bns else []
         if not self.search_batches:
             raise UserError("the search split is empty")
 
     # -- data ---------------------------------------------------------------------------------------------
-    def _preload(self, ds: Any, limit: int | None, *, shuffle: bool = False,
+    def _preload(self, ds: Any, batch_size: int, limit: int | None, *, shuffle: bool = False,
                  seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``limit`` batches of ``make_loader(ds, batch_size, shuffle=shuffle, seed=seed)`` as device
+        tensors: built on the device for in-memory datasets (same values), through the loader otherwise."""
+        channels_last = self._fmt is torch.channels_last
+        if tensor_source(ds) is not None:
+            data = DeviceData.from_dataset(ds, self.device, channels_last=channels_last)
+            return data.ordered(batch_size, shuffle=shuffle, seed=seed, limit=limit)
         out = []
-        for batch in make_loader(ds, self.batch_size, shuffle=shuffle, seed=seed):
+        for batch in make_loader(ds, batch_size, shuffle=shuffle, seed=seed):
             if limit is not None and len(out) >= limit:
                 break
             x, y = batch[0], batch[1]
-            out.append((x.to(self.device), torch.as_tensor(y).view(-1).to(self.device)))
+            x = x.to(self.device)
+            if x.dim() == 4:
+                x = x.contiguous(memory_format=self._fmt)
+            out.append((x, torch.as_tensor(y).view(-1).to(self.device)))
         return out
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     # -- masks --------------------------------------------------------------------------------------------
     def _resolve(self, gid: str) -> tuple[int, list[_Writer]]:
@@ -144,15 +174,19 @@ class SearchEvaluator:
             gm[idx] = 1.0
             group_mask[gid] = gm
             touched.extend(w for w in writers if w not in touched)
-        out: dict[nn.Module, torch.Tensor] = {}
+        host: list[torch.Tensor] = []
         for w in touched:
             mask = torch.ones(w.width)
             for gid, local, roots in w.parts:
                 gm = group_mask.get(gid)
                 if gm is not None:
                     mask[local] = gm[roots]
-            out[w.module] = mask.to(self.device)
-        return out
+            host.append(mask)
+        if not host:
+            return {}
+        # one host-to-device copy for all the masks, split into views on the device
+        flat = torch.cat(host).to(self.device)
+        return dict(zip((w.module for w in touched), flat.split([m.numel() for m in host])))
 
     @contextlib.contextmanager
     def applied(self, keep: KeepLike) -> Iterator[nn.Module]:
@@ -162,28 +196,30 @@ class SearchEvaluator:
             handles.append(m.register_forward_hook(_mask_hook(mask, _channel_dim(m))))
         try:
             if self.bn_data:
-                recalibrate_bn(self.net, self.bn_data, None, self.device)
+                with self._autocast():
+                    recalibrate_bn(self.net, self.bn_data, None, self.device)
             self.net.eval()
             yield self.net
         finally:
             for h in handles:
                 h.remove()
             with torch.no_grad():
-                for m, state in zip(self._bns, self._bn_state):
-                    for k, v in state.items():
-                        getattr(m, k).copy_(v)
+                dst = [getattr(m, k) for m, state in zip(self._bns, self._bn_state) for k in state]
+                src = [v for state in self._bn_state for v in state.values()]
+                if dst:
+                    torch._foreach_copy_(dst, src)  # one fused launch instead of three per BN layer
             self.net.eval()
 
-    @torch.no_grad()
     def evaluate(self, keep: KeepLike) -> float:
         """Top-1 percent on the search split with ``keep`` ({group id: kept root indices}; absent = whole)."""
-        correct = seen = 0
-        with self.applied(keep) as net:
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        seen = 0
+        with self.applied(keep) as net, torch.inference_mode(), self._autocast():
             for x, y in self.search_batches:
                 pred = net(x).topk(1, dim=1).indices.view(-1)
-                correct += int((pred == y).sum())
+                correct += (pred == y).sum()
                 seen += y.numel()
-        return 100.0 * correct / seen
+        return 100.0 * int(correct) / seen  # the only host sync of the evaluation
 
 
 def _out_width(m: nn.Module) -> int:

@@ -10,13 +10,14 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from harness.data.device import DeviceData, TensorSource, device_data_fits, tensor_source
 from harness.errors import UserError
 from harness.io import write_text
 from harness.train.checkpoint import load_latest_checkpoint, save_checkpoint
@@ -52,11 +53,64 @@ def write_log_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     write_text(path, buf.getvalue())
 
 
-def _fingerprint(recipe: Recipe, seed: int, num_samples: int, spe: int) -> dict[str, Any]:
-    # Everything that changes the trajectory; num_workers only changes speed, so it may differ on resume.
+def _fingerprint(recipe: Recipe, seed: int, num_samples: int, spe: int, on_device: bool) -> dict[str, Any]:
+    # Everything that changes the trajectory; num_workers and compile only change speed, so they may differ
+    # on resume. The data path draws augmentation from other RNGs, so it counts, but as the path actually
+    # taken (auto resolves per machine) and only when it is the device path (older checkpoints stay valid).
     r = recipe.to_dict()
-    r.pop("num_workers")
-    return {"recipe": r, "seed": int(seed), "num_samples": int(num_samples), "steps_per_epoch": int(spe)}
+    for key in ("num_workers", "compile", "data_path"):
+        r.pop(key)
+    if r.get("optimizer") == "sgd":  # the default, left out so checkpoints from before the option stay valid
+        r.pop("optimizer")
+    out = {"recipe": r, "seed": int(seed), "num_samples": int(num_samples), "steps_per_epoch": int(spe)}
+    if on_device:
+        out["data_path"] = "device"
+    return out
+
+
+def resolve_data_path(recipe: Recipe, train_set: Dataset, device: torch.device) -> TensorSource | None:
+    """The training set's tensors when the device path is taken (``recipe.data_path``), else None.
+
+    ``auto`` takes it for an in-memory tensor dataset on CUDA whose padded images fit in a quarter of the
+    GPU's memory; ``device`` takes it whenever the dataset qualifies (also on the CPU: tests, benchmarks)
+    and is a UserError otherwise; ``loader`` never takes it.
+    """
+    if recipe.data_path == "loader":
+        return None
+    source = tensor_source(train_set)
+    if recipe.data_path == "device":
+        if source is None:
+            raise UserError(f"data_path=device needs an in-memory tensor dataset (CIFAR, Fashion-MNIST, synthetic); "
+                            f"{type(train_set).__name__} is read through a DataLoader: use data_path auto or loader")
+        return source
+    if source is None or device.type != "cuda" or not device_data_fits(source, device):
+        return None
+    return source
+
+
+def _loader_epochs(train_set: Dataset, recipe: Recipe, device: torch.device,
+                   on_cuda: bool) -> Callable[[int, int], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+    """The DataLoader path: batches of ``train_set`` shuffled by a generator re-seeded every epoch."""
+    generator = torch.Generator()
+    loader = DataLoader(
+        train_set,
+        batch_size=recipe.batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=generator,
+        num_workers=recipe.num_workers,
+        pin_memory=on_cuda,
+        worker_init_fn=worker_init_fn if recipe.num_workers > 0 else None,
+    )
+
+    def epoch(epoch_seed: int, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator.manual_seed(epoch_seed)
+        for i, (x, y) in enumerate(loader):
+            if i >= steps:
+                break
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    return epoch
 
 
 def fit(
@@ -81,6 +135,11 @@ def fit(
     ``log_csv=None`` the CSV log (columns :data:`CSV_COLUMNS`; ``train_acc`` in percent, ``lr`` the rate of
     the epoch's last iteration).
 
+    Batches come from a DataLoader, or with ``recipe.data_path`` resolving to ``device`` (see
+    :func:`resolve_data_path`) from the training set held on ``device`` (:class:`harness.data.DeviceData`):
+    the same shuffled batches, crop/flip done on the device from a generator seeded per epoch, no workers.
+    ``recipe.compile`` wraps the forward pass in ``torch.compile``.
+
     ``batch_transform(x, y) -> (x, y)`` runs on the device before the forward pass (GPU augmentation);
     ``y`` may become soft targets (N, C). On CUDA with ``recipe.amp`` the forward pass runs under bf16
     autocast. The trained model is returned in eval mode, contiguous memory format, on ``device``.
@@ -98,7 +157,8 @@ def fit(
     optimizer = build_optimizer(model, recipe)
     scheduler = build_scheduler(optimizer, recipe, spe)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    fingerprint = _fingerprint(recipe, seed, num_samples, spe)
+    source = resolve_data_path(recipe, train_set, device)
+    fingerprint = _fingerprint(recipe, seed, num_samples, spe, source is not None)
 
     rows: list[dict[str, Any]] = []
     start = 0
@@ -133,24 +193,23 @@ def fit(
             rows = list(state["log"])
             log.info("%s: resuming after epoch %d/%d from %s", desc, start, recipe.epochs, checkpoint_dir)
 
-    generator = torch.Generator()
-    loader = DataLoader(
-        train_set,
-        batch_size=recipe.batch_size,
-        shuffle=True,
-        drop_last=True,
-        generator=generator,
-        num_workers=recipe.num_workers,
-        pin_memory=on_cuda,
-        worker_init_fn=worker_init_fn if recipe.num_workers > 0 else None,
-    )
+    if source is not None:
+        data = DeviceData(source, device, channels_last=fmt is torch.channels_last)
+        del source
+
+        def epoch_batches(epoch_seed: int, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            # same order as the loader path (epoch_seed); augmentation from its own stream of the same seed
+            return data.epoch(recipe.batch_size, order_seed=epoch_seed, aug_seed=derive_seed(epoch_seed, 1),
+                              steps=steps)
+    else:
+        epoch_batches = _loader_epochs(train_set, recipe, device, on_cuda)
     amp = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if on_cuda and recipe.amp
            else contextlib.nullcontext())
+    forward = model if recipe.compile == "off" else torch.compile(model, mode=recipe.compile)
 
     for epoch in range(start, recipe.epochs):
         epoch_seed = derive_seed(seed, epoch)
         seed_rngs(epoch_seed)
-        generator.manual_seed(epoch_seed)
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -162,18 +221,14 @@ def fit(
                    dynamic_ncols=True, mininterval=0.5 if interactive else 15.0, file=sys.stderr)
         t0 = time.perf_counter()
         try:
-            for i, (x, y) in enumerate(loader):
-                if i >= spe:
-                    break
-                x = x.to(device, non_blocking=True)
-                y = y.to(device, non_blocking=True)
+            for i, (x, y) in enumerate(epoch_batches(epoch_seed, spe)):
                 if batch_transform is not None:
                     x, y = batch_transform(x, y)
                 if x.dim() == 4:
                     x = x.contiguous(memory_format=fmt)
                 lr = optimizer.param_groups[0]["lr"]
                 with amp:
-                    out = model(x)
+                    out = forward(x)
                 loss = criterion(out.float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

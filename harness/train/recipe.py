@@ -8,6 +8,12 @@ from typing import Any, Mapping
 from harness.errors import UserError
 
 SCHEDULES = ("cosine", "step", "constant", "onecycle")
+# auto: the device-resident path for in-memory tensor datasets on CUDA, the DataLoader otherwise
+DATA_PATHS = ("auto", "device", "loader")
+# torch.compile modes; "off" runs the model eagerly
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# the optimiser: SGD (momentum, nesterov) or Adam (a method's own faithful protocol, e.g. crl's `finetune: paper`)
+OPTIMIZERS = ("sgd", "adam")
 
 # Expected kind of every field, checked before the range checks (YAML can hand us strings).
 _KINDS = {
@@ -16,6 +22,7 @@ _KINDS = {
     "milestones": "a list of numbers", "gamma": "a number", "warmup_epochs": "a number",
     "label_smoothing": "a number", "max_batches_per_epoch": "an integer or null",
     "num_workers": "an integer", "amp": "a boolean", "channels_last": "a boolean",
+    "data_path": "a string", "compile": "a string", "optimizer": "a string",
 }
 
 
@@ -43,6 +50,13 @@ class Recipe:
     ``milestones`` are fractions of the whole run (step schedule); ``warmup_epochs`` may be fractional;
     the schedule advances every iteration. ``amp`` (bf16 autocast) only takes effect on CUDA.
     ``max_batches_per_epoch`` caps an epoch (smoke tests, quick searches).
+
+    ``data_path`` picks how batches reach the model (docs/fast_jobs.md): ``device`` keeps an in-memory
+    tensor dataset (CIFAR, Fashion-MNIST, synthetic) on the device and augments there
+    (``harness.data.DeviceData``), ``loader`` uses a DataLoader (ImageNet always does), ``auto`` is
+    ``device`` for tensor datasets on CUDA and ``loader`` otherwise. ``compile`` wraps the model in
+    ``torch.compile`` with that mode (``off``: eager, the default). ``optimizer``: ``sgd`` (momentum,
+    nesterov) or ``adam`` (``momentum``/``nesterov`` unused; set nesterov false).
     """
 
     epochs: int
@@ -60,11 +74,17 @@ class Recipe:
     num_workers: int = 0
     amp: bool = True
     channels_last: bool = True
+    data_path: str = "auto"
+    compile: str = "off"
+    optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
         # Normalise YAML lists to tuples so the dataclass stays hashable.
         if isinstance(self.milestones, (list, tuple)):
             object.__setattr__(self, "milestones", tuple(self.milestones))
+        # YAML 1.1 reads `compile: off` as False (and `on`/`true` as True).
+        if isinstance(self.compile, bool):
+            object.__setattr__(self, "compile", "default" if self.compile else "off")
         # PyYAML reads "5e-4" (no dot) as a string; accept numeric strings for float fields.
         for name, kind in _KINDS.items():
             v = getattr(self, name)
@@ -107,6 +127,12 @@ class Recipe:
             problems.append(f"max_batches_per_epoch must be >= 1 or null, got {self.max_batches_per_epoch}")
         if self.num_workers < 0:
             problems.append(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.data_path not in DATA_PATHS:
+            problems.append(f"data_path must be one of {', '.join(DATA_PATHS)}, got {self.data_path!r}")
+        if self.compile not in COMPILE_MODES:
+            problems.append(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if problems:
             raise UserError("invalid training recipe: " + "; ".join(problems))
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from torch import nn
-from torch.optim import SGD, Optimizer
+from torch.optim import SGD, Adam, Optimizer
 from torch.optim.lr_scheduler import (
     ConstantLR,
     CosineAnnealingLR,
@@ -16,9 +16,12 @@ from torch.optim.lr_scheduler import (
 from harness.train.recipe import Recipe
 
 
-def build_optimizer(model: nn.Module, recipe: Recipe) -> SGD:
-    """SGD over every trainable parameter, weight decay on all of them (the usual CIFAR ResNet recipe)."""
+def build_optimizer(model: nn.Module, recipe: Recipe) -> Optimizer:
+    """SGD over every trainable parameter, weight decay on all of them (the usual CIFAR ResNet recipe);
+    Adam (torch defaults, the recipe's lr and weight decay) for ``optimizer: adam``."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if getattr(recipe, "optimizer", "sgd") == "adam":
+        return Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     return SGD(
         params,
         lr=recipe.lr,

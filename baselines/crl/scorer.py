@@ -1,0 +1,145 @@
+"""The reward of a terminal state (A.2, A.4): top-1 of the masked base network after the inner fine-tune.
+
+Per episode, as the official environment does it: start from the pretrained weights, apply the masks
+(crl-neuron: every channel of a group multiplied by its keep-score, soft or 0/1; crl-layer: the zeroed
+weights, kept at zero through the fine-tune), run ``k`` Adam iterations (lr 3e-4, batch 60, augmented
+training images, BN in train mode) with a **fresh optimiser** (the code carried the Adam moments from
+episode to episode: fixed, A.9.7), then measure top-1 in percent on ``reward_samples`` images:
+random augmented training images (the code's ``use_train_data``) or the fixed search split. The test split
+is never read. All randomness comes from the ``seed`` passed per episode, so a resumed search draws the
+same batches.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from harness.errors import UserError
+from harness.prune.groups import Group
+from harness.search.channel_masks import ChannelMasker
+from harness.train.bn import recalibrate_bn
+
+
+def fetch(ds: Any, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of ``ds`` at ``idx`` (one batched call for the suite's in-memory datasets)."""
+    idx = [int(i) for i in idx]
+    items = ds.__getitems__(idx) if hasattr(ds, "__getitems__") else [ds[i] for i in idx]
+    return torch.stack([x for x, _ in items]), torch.as_tensor([int(y) for _, y in items], dtype=torch.long)
+
+
+class EpisodeScorer:
+    """Scores masked versions of ``model`` on its own copy (the caller's model is never touched)."""
+
+    def __init__(self, model: nn.Module, splits: Any, device: Any, example_input: torch.Tensor, *,
+                 groups: Sequence[Group] | None = None, reward_split: str = "train", reward_samples: int = 20_000,
+                 reward_batch_size: int = 512, finetune_batch_size: int = 60, finetune_lr: float = 3e-4,
+                 bn_batches: int = 0, bn_batch_size: int = 256) -> None:
+        if splits is None:
+            raise UserError("the constrained-RL search needs data (splits)")
+        self.device = torch.device(device)
+        self.net = copy.deepcopy(model).to(self.device).eval()
+        self.base_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        self._dirty = False
+        self.masker = ChannelMasker(self.net, example_input, groups) if groups else None
+        self.train = splits.train
+        self.reward_split = reward_split
+        self.reward_samples = int(reward_samples)
+        self.reward_batch_size = int(reward_batch_size)
+        self.finetune_batch_size = int(finetune_batch_size)
+        self.finetune_lr = float(finetune_lr)
+        self.search_batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if reward_split == "search":
+            n = min(self.reward_samples, len(splits.search))
+            for s in range(0, n, self.reward_batch_size):
+                x, y = fetch(splits.search, range(s, min(n, s + self.reward_batch_size)))
+                self.search_batches.append((x.to(self.device), y.to(self.device)))
+            if not self.search_batches:
+                raise UserError("the search split is empty")
+        elif len(self.train) < 1:
+            raise UserError("the training split is empty")
+        self.bn_data: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if bn_batches:
+            g = torch.Generator().manual_seed(0)
+            perm = torch.randperm(len(splits.train_plain), generator=g)
+            for b in range(bn_batches):
+                idx = perm[b * bn_batch_size:(b + 1) * bn_batch_size]
+                if idx.numel() == 0:
+                    break
+                x, y = fetch(splits.train_plain, idx.tolist())
+                self.bn_data.append((x.to(self.device), y.to(self.device)))
+
+    # ------------------------------------------------------------------------------------------ masks
+    def _reset(self) -> None:
+        if self._dirty:
+            self.net.load_state_dict(self.base_state)
+            self._dirty = False
+
+    @torch.no_grad()
+    def _mask_weights(self, masks: Mapping[str, torch.Tensor]) -> None:
+        for name, mask in masks.items():
+            w = self.net.get_submodule(name).weight
+            w.mul_(mask.to(w.device, w.dtype))
+        self._dirty = True
+
+    # ------------------------------------------------------------------------------------------ scoring
+    def score(self, *, channel_scores: Mapping[str, torch.Tensor] | None = None,
+              weight_masks: Mapping[str, torch.Tensor] | None = None, finetune_iters: int = 0, seed: int = 0) -> float:
+        """Top-1 (percent) of the base network with the masks, after ``finetune_iters`` Adam iterations."""
+        self._reset()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # augmentation draws from the global RNG
+            gen = torch.Generator().manual_seed(seed)
+            try:
+                if channel_scores:
+                    if self.masker is None:
+                        raise UserError("channel scores need the scorer to be built with the groups")
+                    self.masker.apply(channel_scores)
+                if weight_masks:
+                    self._mask_weights(weight_masks)
+                if finetune_iters > 0:
+                    self._finetune(int(finetune_iters), weight_masks or {}, gen)
+                if self.bn_data:
+                    recalibrate_bn(self.net, self.bn_data, None, self.device)
+                    self._dirty = True
+                return self._accuracy(gen)
+            finally:
+                if self.masker is not None:
+                    self.masker.remove()
+                self.net.eval()
+
+    def _finetune(self, iters: int, weight_masks: Mapping[str, torch.Tensor], gen: torch.Generator) -> None:
+        self._dirty = True
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.finetune_lr)  # fresh per episode (A.9.7)
+        loss_fn = nn.CrossEntropyLoss()
+        self.net.train()
+        n = len(self.train)
+        for _ in range(iters):
+            idx = torch.randint(n, (self.finetune_batch_size,), generator=gen)
+            x, y = fetch(self.train, idx.tolist())
+            loss = loss_fn(self.net(x.to(self.device)), y.to(self.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if weight_masks:
+                self._mask_weights(weight_masks)  # masked weights stay zero, as MaskedConv2d keeps them
+        self.net.eval()
+
+    @torch.no_grad()
+    def _accuracy(self, gen: torch.Generator) -> float:
+        self.net.eval()
+        correct = seen = 0
+        if self.reward_split == "search":
+            batches = self.search_batches
+        else:
+            n_batches = max(1, self.reward_samples // self.reward_batch_size)
+            size = min(self.reward_batch_size, self.reward_samples)
+            perm = torch.randperm(len(self.train), generator=gen)[: n_batches * size]
+            batches = (fetch(self.train, perm[b * size:(b + 1) * size].tolist()) for b in range(n_batches))
+        for x, y in batches:
+            pred = self.net(x.to(self.device)).argmax(1)
+            correct += int((pred == y.to(self.device)).sum())
+            seen += int(y.numel())
+        return 100.0 * correct / max(seen, 1)
