@@ -46,18 +46,18 @@ def release_stale_locks(workdir: str | os.PathLike = ".") -> bool:
     removed = False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        alone = True
     except BlockingIOError:
-        pass  # another run of this workflow is alive here: its locks are not ours to judge
+        alone = False  # another run of this workflow is alive here: its locks are not ours to judge
     except OSError:
         os.close(fd)  # no working flock on this filesystem: leave everything to Snakemake
         return False
-    else:
-        locks = meta / "locks"
-        if locks.is_dir() and any(locks.iterdir()):
-            shutil.rmtree(locks, ignore_errors=True)
-            removed = True
-            print(f"prunebench: removed stale Snakemake locks in {locks} (left by a killed run; "
-                  "no other run of this workflow is alive in this directory)", file=sys.stderr)
+    locks = meta / "locks"
+    if alone and locks.is_dir() and any(locks.iterdir()):
+        shutil.rmtree(locks, ignore_errors=True)
+        removed = True
+        print(f"prunebench: removed stale Snakemake locks in {locks} (left by a killed run; "
+              "no other run of this workflow is alive in this directory)", file=sys.stderr)
     # Shared from now on: other runs may start beside this one (Snakemake's own lock decides whether they
     # may), and none of them will take this run's locks for stale. Blocks only while another starting run
     # holds the lock exclusively, i.e. for the moment of its own check.
