@@ -14,6 +14,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from figures.crl import crl_pairs, crl_search_logs, plot_crl_search
 from figures.search import plot_l1_overlap, plot_search_curves
 from figures.plots import (
     budget_slug, default_budget, parse_budget, plot_accuracy_vs_macs, plot_kept_channels, save_figure,
@@ -47,6 +48,8 @@ def render_all(tables_dir: str | os.PathLike, out_dir: str | os.PathLike, budget
 
     * ``accuracy_vs_macs_<dataset>_<arch>.<fmt>`` for every dataset/arch in summary.csv;
     * ``search_<dataset>_<arch>.<fmt>`` for every dataset/arch in search_logs.csv (searching methods only);
+    * ``crl_<dataset>_<arch>.<fmt>`` for every dataset/arch with crl-neuron / crl-layer logs in search_logs.csv
+      (nu and the mean cost against the budget over training, one line per method x budget);
     * ``l1_overlap_<dataset>_<arch>_<metric>-<target>.<fmt>`` beside each kept-channels figure;
     * ``kept_channels_<dataset>_<arch>_<metric>-<target>.<fmt>`` for every dataset/arch in kept_channels.csv,
       at ``budget`` (``"macs-0.5"``) or, if ``None``, at the MACs budget closest to 0.5 present. A dataset/arch
@@ -61,6 +64,20 @@ def render_all(tables_dir: str | os.PathLike, out_dir: str | os.PathLike, budget
         fig = plot_accuracy_vs_macs(summary, reported, dataset=dataset, arch=arch)
         for fmt in formats:
             written.append(save_figure(fig, out / f"accuracy_vs_macs_{dataset}_{arch}.{fmt}"))
+    logs_path = tables / "search_logs.csv"
+    if logs_path.exists():
+        logs = _read_table(logs_path)
+        pairs = sorted({(d, a) for d, a in zip(logs["dataset"], logs["arch"])}) if len(logs) else []
+        for dataset, arch in pairs:
+            fig = plot_search_curves(logs, dataset=dataset, arch=arch)
+            for fmt in formats:
+                written.append(save_figure(fig, out / f"search_{dataset}_{arch}.{fmt}"))
+        # the constrained-RL searches: Lagrange multiplier and mean cost against the budget (figures/crl.py)
+        for dataset, arch in crl_pairs(logs):
+            crl, seed = crl_search_logs(logs, dataset=dataset, arch=arch)
+            fig = plot_crl_search(crl, title=f"{dataset} / {arch}: constrained-RL search (seed {seed})")
+            for fmt in formats:
+                written.append(save_figure(fig, out / f"crl_{dataset}_{arch}.{fmt}"))
     kept_path = tables / "kept_channels.csv"
     if not kept_path.exists():
         return written
@@ -88,14 +105,6 @@ def render_all(tables_dir: str | os.PathLike, out_dir: str | os.PathLike, budget
             for fmt in formats:
                 name = f"l1_overlap_{dataset}_{arch}_{budget_slug(metric, target)}.{fmt}"
                 written.append(save_figure(fig, out / name))
-    logs_path = tables / "search_logs.csv"
-    if logs_path.exists():
-        logs = _read_table(logs_path)
-        pairs = sorted({(d, a) for d, a in zip(logs["dataset"], logs["arch"])}) if len(logs) else []
-        for dataset, arch in pairs:
-            fig = plot_search_curves(logs, dataset=dataset, arch=arch)
-            for fmt in formats:
-                written.append(save_figure(fig, out / f"search_{dataset}_{arch}.{fmt}"))
     return written
 
 

@@ -55,6 +55,9 @@ class GraphRLOptions:
     entropy_end: float = 0.001
     value_coef: float = 0.5
     max_grad_norm: float = 0.5
+    # Graphs per forward/backward pass of a PPO minibatch (gradients accumulated, the same update): 0 = 4 on
+    # the CPU (ResNet-56: 2.7x less time per graph than one 64-graph pass) and the whole minibatch on a GPU.
+    ppo_forward_chunk: int = 0
     encoder: str = "gat"
     action: str = "binary"
     observation: str = "graph"
@@ -143,7 +146,8 @@ def graph_rl(ctx: PruneContext) -> Keep:
     ppo = PPO(policy, PPOConfig(lr=opts.lr, clip=opts.clip, epochs=opts.ppo_epochs, gamma=opts.gamma,
                                 gae_lambda=opts.gae_lambda, entropy_start=opts.entropy_start,
                                 entropy_end=opts.entropy_end, entropy_decay_updates=updates,
-                                value_coef=opts.value_coef, max_grad_norm=opts.max_grad_norm, seed=ctx.seed))
+                                value_coef=opts.value_coef, max_grad_norm=opts.max_grad_norm, seed=ctx.seed,
+                                forward_chunk=opts.ppo_forward_chunk))
     buffer = RolloutBuffer()
 
     checkpoint = workdir / "agent.pt"

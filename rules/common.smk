@@ -134,6 +134,8 @@ _figure_budget = (WF.raw.get("figures") or {}).get("layer_budget")
 _layer_budget = parse_budget_tag(_figure_budget).tag if _figure_budget else min(
     (b.tag for b in WF.budgets), key=lambda t: (t.split("-")[0] != "macs", abs(float(t.split("-")[1]) - 0.5))
 )
+from figures.crl import CRL_METHODS  # the methods figures/crl.py draws (render_all writes crl_<tag> for them)
+
 FIGURES = [FIG + f"/accuracy_vs_macs_{tag}.{ext}" for tag in EXPERIMENT_TAGS for ext in ("png", "pdf")] + [
     FIG + f"/kept_channels_{tag}_{_layer_budget}.{ext}" for tag in EXPERIMENT_TAGS for ext in ("png", "pdf")
 ] + [
@@ -142,5 +144,10 @@ FIGURES = [FIG + f"/accuracy_vs_macs_{tag}.{ext}" for tag in EXPERIMENT_TAGS for
     # search curves for the experiments that run at least one method that logs its search
     FIG + f"/search_{tag}.{ext}" for tag in sorted({f"{e.dataset}_{e.arch}" for e, m, _, _ in WF.runs()
                                                     if registry.get_method(m).search_log})
+    for ext in ("png", "pdf")
+] + [
+    # the constrained-RL multiplier and cost figure for the experiments that run crl-neuron or crl-layer
+    FIG + f"/crl_{tag}.{ext}" for tag in sorted({f"{e.dataset}_{e.arch}" for e, m, _, _ in WF.runs()
+                                                 if m in CRL_METHODS})
     for ext in ("png", "pdf")
 ]

@@ -272,3 +272,52 @@ def test_paper_finetune_protocol_is_a_valid_adam_recipe(tmp_path: Path) -> None:
     recipe = Recipe.from_dict(paper_finetune_recipe(ctx))
     assert (recipe.optimizer, recipe.lr, recipe.batch_size, recipe.schedule) == ("adam", 3e-4, 60, "constant")
     assert recipe.epochs * recipe.max_batches_per_epoch >= 25  # 236 train images / 60 = 3 batches per epoch
+
+
+# ---------------------------------------------------------------------------------------------- test split
+class _ForbiddenSplit:
+    """Stands in for ``splits.test``: any use raises, and is recorded in case a caller swallows the error."""
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "reads", [])
+
+    def _read(self, what: str):
+        self.reads.append(what)
+        raise AssertionError(f"the test split was read ({what})")
+
+    def __len__(self) -> int:
+        return self._read("len")
+
+    def __iter__(self):
+        return self._read("iter")
+
+    def __getitem__(self, i):
+        return self._read("getitem")
+
+    def __getitems__(self, idx):
+        return self._read("getitems")
+
+    def __getattr__(self, name: str):
+        return self._read(f"attribute {name}")
+
+
+@pytest.mark.parametrize("method,metric,options", [
+    # the code's reward data (augmented training images), BN recalibration, projection allowed
+    ("crl-neuron", "macs", {"reward_split": "train", "bn_batches": 1, "on_infeasible": "project"}),
+    # rewards on the search split, the final selection on a subset of it
+    ("crl-layer", "params", {"reward_split": "search", "select_samples": 32}),
+])
+def test_search_never_reads_the_test_split(tmp_path: Path, method: str, metric: str, options: dict) -> None:
+    import dataclasses
+
+    splits, model, x, groups, cost = _setup()
+    forbidden = _ForbiddenSplit()
+    ctx = registry.PruneContext(
+        model=model, example_input=x, groups=groups, cost=cost, budget=Budget(metric, 0.5), min_keep_fraction=0.1,
+        splits=dataclasses.replace(splits, test=forbidden), device=torch.device("cpu"), seed=0,
+        options=registry.options_from_dict(method, {**FAST, "timesteps": 64, "final_rollouts": 3, **options}),
+        workdir=tmp_path, arch="resnet20")
+    result = registry.get_method(method)(ctx)  # reward, rollouts, final selection (and verify) all ran
+    assert forbidden.reads == []
+    assert _reduction(result, metric) >= 0.5 - 0.01
+    assert len(list(csv.DictReader(open(tmp_path / "final_candidates.csv")))) == 4

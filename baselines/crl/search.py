@@ -353,13 +353,14 @@ def search(ctx: PruneContext, variant: str) -> Keep | WeightSparsity:
     return s.final(agent)
 
 
-@register_method("crl-neuron", options=CRLNeuronOptions,
+@register_method("crl-neuron", options=CRLNeuronOptions, search_log=True,
                  description="constrained RL (PPO-Lagrangian), per-channel keep-scores per group; structured")
 def crl_neuron(ctx: PruneContext) -> Keep:
     return search(ctx, "neuron")  # type: ignore[return-value]
 
 
 @register_method("crl-layer", options=CRLLayerOptions, structured=False, budget_metrics=("params",),
+                 search_log=True,
                  description="constrained RL (PPO-Lagrangian), per-layer prune fraction + weight magnitude; "
                              "unstructured")
 def crl_layer(ctx: PruneContext) -> WeightSparsity:

@@ -3,7 +3,9 @@
 A method that logs its search (``search_log=True`` in the registry) writes ``search_log.csv`` beside its
 ``plan.json`` in the same job, so the plan's folder finds it. Each row gets the run's identity columns; the
 log's own columns vary by method (episode-based for graph-RL and AMC, update-based for constrained RL) and
-are kept as they are, missing ones left blank.
+are kept as they are, missing ones left blank: the table has the union of the columns, so the constrained-RL
+rows keep ``update, timesteps, mean_cost, budget, nu`` (figures/crl.py draws them) next to graph-RL's and
+AMC's rows, which leave them blank.
 """
 from __future__ import annotations
 

@@ -23,40 +23,14 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch_pruning import ops
-from torch_pruning.pruner import function as tpf
 
 from harness.data import DeviceData, make_loader, tensor_source
 from harness.errors import UserError
-from harness.prune.groups import Group, build_graph, tp_group
+from harness.prune.groups import Group, build_graph
+from harness.search.writers import Writer, WriterIndex, channel_dim, mask_hook
 from harness.train.bn import recalibrate_bn
 
-# handlers that remove a conv/linear's output channels (its filters)
-_OUT_FILTER_FNS = (tpf.prune_conv_out_channels, tpf.prune_linear_out_channels, tpf.prune_depthwise_conv_out_channels)
-# per-channel layers: whatever handler touches them, the channel is in their output
-_CHANNEL_FIRST = (ops.TORCH_BATCHNORM, ops.TORCH_INSTANCENORM, ops.TORCH_GROUPNORM, ops.TORCH_PRELU)
-_CHANNEL_LAST = (ops.TORCH_LAYERNORM,)
-
 KeepLike = Mapping[str, "torch.Tensor | Sequence[int]"]
-
-
-def _channel_dim(m: nn.Module) -> int | None:
-    """Axis of the output that holds the channels, or None when ``m`` does not write channels we can mask."""
-    if isinstance(m, (ops.TORCH_CONV,) + _CHANNEL_FIRST):
-        return 1
-    if isinstance(m, (ops.TORCH_LINEAR,) + _CHANNEL_LAST):
-        return -1
-    return None
-
-
-class _Writer:
-    """One module that writes (some of) a group's channels: local output indices <-> root channel indices."""
-
-    __slots__ = ("module", "dim", "width", "parts")
-
-    def __init__(self, module: nn.Module, dim: int, width: int) -> None:
-        self.module, self.dim, self.width = module, dim, width
-        self.parts: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # (group id, local idxs, root idxs)
 
 
 class SearchEvaluator:
@@ -88,11 +62,10 @@ class SearchEvaluator:
         self._fmt = torch.channels_last if on_cuda else torch.contiguous_format
         src_device = next((p.device for p in model.parameters()), torch.device("cpu"))
         net = copy.deepcopy(model).to(src_device).eval()
-        self._graph = build_graph(net, example_input.to(src_device))
+        graph = build_graph(net, example_input.to(src_device))
         self.net = net.to(self.device, memory_format=self._fmt).eval()
-        self._names = {m: n for n, m in self.net.named_modules()}
-        self._groups: dict[str, tuple[int, list[_Writer]]] = {}  # id -> (size, writers of its channels)
-        self._writers: dict[nn.Module, _Writer] = {}
+        self._writers = WriterIndex(self.net, graph)  # same modules as the traced graph (moved in place)
+        self._groups: dict[str, tuple[int, list[Writer]]] = {}  # id -> (size, writers of its channels)
         for g in groups or ():
             self._resolve(g.id)
         self._bns = [m for m in self.net.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
@@ -129,40 +102,18 @@ class SearchEvaluator:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     # -- masks --------------------------------------------------------------------------------------------
-    def _resolve(self, gid: str) -> tuple[int, list[_Writer]]:
-        """Find every module that writes group ``gid``'s channels (through Torch-Pruning's group), once."""
-        if gid in self._groups:
-            return self._groups[gid]
-        g = tp_group(self._graph, gid)
-        root = self.net.get_submodule(gid)
-        size = int(root.out_channels if hasattr(root, "out_channels") else root.out_features)
-        writers: list[_Writer] = []
-        for item in g:
-            dep, idxs = item.dep, item.idxs
-            m = dep.target.module
-            if not isinstance(m, nn.Module) or m not in self._names:
-                continue
-            is_out = dep.handler in _OUT_FILTER_FNS or isinstance(m, _CHANNEL_FIRST + _CHANNEL_LAST)
-            dim = _channel_dim(m)
-            if not is_out or dim is None:
-                continue
-            roots = item.root_idxs
-            if roots is None or any(r is None for r in roots):
-                raise UserError(f"group {gid}: cannot map the channels of {self._names[m]} to the root")
-            w = self._writers.get(m)
-            if w is None:
-                w = self._writers[m] = _Writer(m, dim, _out_width(m))
-            part = (gid, torch.as_tensor(list(idxs), dtype=torch.long), torch.as_tensor(list(roots), dtype=torch.long))
-            w.parts.append(part)
-            if w not in writers:
-                writers.append(w)
-        self._groups[gid] = (size, writers)
-        return size, writers
+    def _resolve(self, gid: str) -> tuple[int, list[Writer]]:
+        """Group ``gid``'s size and every module that writes its channels (:class:`WriterIndex`), once."""
+        if gid not in self._groups:
+            root = self.net.get_submodule(gid)
+            size = int(root.out_channels if hasattr(root, "out_channels") else root.out_features)
+            self._groups[gid] = (size, self._writers.resolve(gid))
+        return self._groups[gid]
 
     def masks(self, keep: KeepLike) -> dict[nn.Module, torch.Tensor]:
         """Per writer module, a float 0/1 vector over its output channels (1 = kept)."""
         group_mask: dict[str, torch.Tensor] = {}
-        touched: list[_Writer] = []
+        touched: list[Writer] = []
         for gid, idxs in keep.items():
             size, writers = self._resolve(gid)
             idx = torch.unique(torch.as_tensor(idxs, dtype=torch.long).view(-1))
@@ -193,7 +144,7 @@ class SearchEvaluator:
         """The working copy with ``keep`` masked in and BN recalibrated; everything is undone on exit."""
         handles = []
         for m, mask in self.masks(keep).items():
-            handles.append(m.register_forward_hook(_mask_hook(mask, _channel_dim(m))))
+            handles.append(m.register_forward_hook(mask_hook(mask, channel_dim(m))))
         try:
             if self.bn_data:
                 with self._autocast():
@@ -220,20 +171,3 @@ class SearchEvaluator:
                 correct += (pred == y).sum()
                 seen += y.numel()
         return 100.0 * int(correct) / seen  # the only host sync of the evaluation
-
-
-def _out_width(m: nn.Module) -> int:
-    for attr in ("out_channels", "out_features", "num_features", "num_channels", "num_parameters"):
-        if hasattr(m, attr):
-            return int(getattr(m, attr))
-    if isinstance(m, ops.TORCH_LAYERNORM):
-        return int(m.normalized_shape[-1])
-    raise UserError(f"cannot mask the output of {type(m).__name__}")
-
-
-def _mask_hook(mask: torch.Tensor, dim: int | None):
-    def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-        shape = [1] * out.dim()
-        shape[dim if dim >= 0 else out.dim() + dim] = -1
-        return out * mask.to(out.dtype).view(shape)
-    return hook

@@ -55,7 +55,10 @@ class PPOConfig:
     roughly 100-300 updates. ``clip_value``: clip range of the value prediction around the old value
     (None = plain MSE; values here are on the reward's scale, about [-2, 1]). ``target_kl``: stop the
     remaining epochs of an update once the approximate KL exceeds 1.5 x target_kl (None = never; A.3 uses it).
-    ``seed`` drives minibatch shuffling, so an update is reproducible and resumable.
+    ``seed`` drives minibatch shuffling, so an update is reproducible and resumable. ``forward_chunk``:
+    graphs per forward/backward pass inside a minibatch, gradients accumulated (the same gradient as one
+    pass up to float rounding); 0 = 4 on the CPU, where a 64-graph batch of ResNet-56 graphs runs 2.7x
+    slower per graph than 4 (cache-bound), and the whole minibatch on a GPU.
     """
 
     clip: float = 0.2
@@ -75,6 +78,7 @@ class PPOConfig:
     cost_gamma: float = 1.0
     cost_gae_lambda: float = 1.0
     seed: int = 0
+    forward_chunk: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.clip < 1.0:
@@ -85,6 +89,8 @@ class PPOConfig:
             raise ValueError("gamma and gae_lambda must be in [0, 1]")
         if self.entropy_decay_updates < 0:
             raise ValueError("entropy_decay_updates must be >= 0")
+        if self.forward_chunk < 0:
+            raise ValueError("forward_chunk must be >= 0 (0 = automatic)")
 
     def entropy_coef(self, update: int) -> float:
         """Entropy coefficient of the ``update``-th update (0-based): linear from start to end."""
@@ -222,6 +228,7 @@ class PPO:
         stats: dict[str, list[float]] = {k: [] for k in
                                          ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")}
         device = next(self.policy.parameters()).device
+        chunk = c.forward_chunk or (4 if device.type == "cpu" else c.minibatch_size)
         self.policy.train()
         n = len(buffer)
         stop = False
@@ -229,51 +236,30 @@ class PPO:
             perm = torch.randperm(n, generator=self.generator)
             for start in range(0, n, c.minibatch_size):
                 idx = perm[start:start + c.minibatch_size]
-                steps = [buffer.steps[i] for i in idx.tolist()]
-                batch = Batch.from_data_list([s.obs for s in steps]).to(device)
-                gi = self._group_index(steps)
-                gi = None if gi is None else gi.to(device)
-                actions = torch.cat([s.action for s in steps]).to(device)
-                out = self.policy(batch)
-                lp = self.policy.log_prob(out, actions, gi)
-                ent = self.policy.entropy(out, gi).mean()
-                value = out.value.reshape(-1)
-
-                a = adv[idx].to(device)
-                if c.normalize_advantages and a.numel() > 1:
-                    a = (a - a.mean()) / (a.std() + 1e-8)
-                log_ratio = lp - old_lp[idx].to(device)
-                ratio = log_ratio.exp()
-                surr = torch.min(ratio * a, ratio.clamp(1 - c.clip, 1 + c.clip) * a)
-                policy_loss = -surr.mean()
+                a_all = adv[idx]
+                if c.normalize_advantages and a_all.numel() > 1:
+                    a_all = (a_all - a_all.mean()) / (a_all.std() + 1e-8)
+                ca_all = None
                 if penalty > 0:
-                    ca = cost_adv[idx].to(device)
-                    ca = ca - ca.mean()  # A.3: cost advantages are centred, not rescaled
-                    policy_loss = (policy_loss + penalty * (ratio * ca).mean()) / (1.0 + penalty)
-
-                r = ret[idx].to(device)
-                if c.clip_value is not None:
-                    ov = old_v[idx].to(device)
-                    v_clip = ov + (value - ov).clamp(-c.clip_value, c.clip_value)
-                    value_loss = torch.max((value - r) ** 2, (v_clip - r) ** 2).mean()
-                else:
-                    value_loss = ((value - r) ** 2).mean()
-
-                loss = policy_loss + c.value_coef * value_loss - ent_coef * ent
+                    ca_all = cost_adv[idx]
+                    ca_all = ca_all - ca_all.mean()  # A.3: cost advantages are centred, not rescaled
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                mb = {k: 0.0 for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")}
+                # Gradient accumulation over chunks of the minibatch: every term below is a mean over the
+                # minibatch's steps, so chunk means weighted by chunk size give the one-pass gradient.
+                for c0 in range(0, idx.numel(), chunk):
+                    terms = self._chunk_terms(buffer, idx[c0:c0 + chunk], a_all[c0:c0 + chunk],
+                                              None if ca_all is None else ca_all[c0:c0 + chunk],
+                                              old_lp, old_v, ret, penalty, ent_coef, device)
+                    weight = terms.pop("count") / idx.numel()
+                    (weight * terms.pop("loss")).backward()
+                    for k, v in terms.items():
+                        mb[k] += weight * v
                 nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
                 self.optimizer.step()
-
-                with torch.no_grad():
-                    # k3 estimator (Schulman): unbiased, always >= 0.
-                    kl = ((ratio - 1) - log_ratio).mean().item()
-                    stats["policy_loss"].append(policy_loss.item())
-                    stats["value_loss"].append(value_loss.item())
-                    stats["entropy"].append(ent.item())
-                    stats["approx_kl"].append(kl)
-                    stats["clip_fraction"].append(((ratio - 1).abs() > c.clip).float().mean().item())
-                if c.target_kl is not None and kl > 1.5 * c.target_kl:
+                for k, v in mb.items():
+                    stats[k].append(v)
+                if c.target_kl is not None and mb["approx_kl"] > 1.5 * c.target_kl:
                     stop = True
                     break
             if stop:
@@ -283,6 +269,45 @@ class PPO:
         result["entropy_coef"] = ent_coef
         result["minibatches"] = float(len(stats["policy_loss"]))
         return result
+
+    def _chunk_terms(self, buffer: RolloutBuffer, idx: Tensor, a: Tensor, ca: Tensor | None, old_lp: Tensor,
+                     old_v: Tensor, ret: Tensor, penalty: float, ent_coef: float,
+                     device: torch.device) -> dict[str, Any]:
+        """Loss (a mean over the chunk's steps, graph attached) and detached diagnostics of one chunk."""
+        c = self.config
+        steps = [buffer.steps[i] for i in idx.tolist()]
+        batch = Batch.from_data_list([s.obs for s in steps]).to(device)
+        gi = self._group_index(steps)
+        gi = None if gi is None else gi.to(device)
+        actions = torch.cat([s.action for s in steps]).to(device)
+        out = self.policy(batch)
+        lp = self.policy.log_prob(out, actions, gi)
+        ent = self.policy.entropy(out, gi).mean()
+        value = out.value.reshape(-1)
+
+        a = a.to(device)
+        log_ratio = lp - old_lp[idx].to(device)
+        ratio = log_ratio.exp()
+        surr = torch.min(ratio * a, ratio.clamp(1 - c.clip, 1 + c.clip) * a)
+        policy_loss = -surr.mean()
+        if ca is not None:
+            policy_loss = (policy_loss + penalty * (ratio * ca.to(device)).mean()) / (1.0 + penalty)
+
+        r = ret[idx].to(device)
+        if c.clip_value is not None:
+            ov = old_v[idx].to(device)
+            v_clip = ov + (value - ov).clamp(-c.clip_value, c.clip_value)
+            value_loss = torch.max((value - r) ** 2, (v_clip - r) ** 2).mean()
+        else:
+            value_loss = ((value - r) ** 2).mean()
+        loss = policy_loss + c.value_coef * value_loss - ent_coef * ent
+        with torch.no_grad():
+            # k3 estimator (Schulman): unbiased, always >= 0.
+            kl = ((ratio - 1) - log_ratio).mean().item()
+            clip_fraction = ((ratio - 1).abs() > c.clip).float().mean().item()
+        return {"loss": loss, "count": idx.numel(), "policy_loss": policy_loss.item(),
+                "value_loss": value_loss.item(), "entropy": ent.item(), "approx_kl": kl,
+                "clip_fraction": clip_fraction}
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
