@@ -163,6 +163,17 @@ def get_method(name: str) -> MethodSpec:
         raise UserError(f"unknown pruning method {name!r}; known methods: {known}") from None
 
 
+def learner_config(cls: type, options: Any, **overrides: Any) -> Any:
+    """``cls`` (a learner's config dataclass) from the same-named fields of a method's flat ``options``.
+
+    Methods expose their learner's knobs (PPO, DDPG, ...) as flat config options under the learner's own
+    names; this copies them over instead of a hand-written keyword list that must track both classes.
+    ``overrides`` set the fields whose option has another name or that come from the context.
+    """
+    names = {f.name for f in dataclasses.fields(cls)} & {f.name for f in dataclasses.fields(options)}
+    return cls(**{n: getattr(options, n) for n in names}, **overrides)
+
+
 def options_from_dict(name: str, d: Mapping[str, Any] | None) -> Any:
     """The method's frozen options from a config mapping; an unknown key is a one-line UserError."""
     cls = get_method(name).options

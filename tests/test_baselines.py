@@ -171,3 +171,23 @@ def test_random_is_seeded_and_matches_uniform_counts():
     assert a == b and a != c
     uniform = registry.get_method("l1-uniform")(make_ctx("resnet", "l1-uniform", "params", 0.5))
     assert {k: len(v) for k, v in a.items()} == {k: len(v) for k, v in uniform.items()}
+
+
+def test_learner_config_copies_same_named_options_and_overrides() -> None:
+    from dataclasses import dataclass
+
+    from harness.registry import learner_config
+
+    @dataclass(frozen=True)
+    class Learner:
+        lr: float = 1e-3
+        epochs: int = 4
+        seed: int = 0
+
+    @dataclass(frozen=True)
+    class Options:
+        lr: float = 5e-2
+        episodes: int = 10  # not the learner's: left out
+
+    cfg = learner_config(Learner, Options(), seed=7)
+    assert cfg == Learner(lr=5e-2, epochs=4, seed=7)

@@ -31,7 +31,7 @@ from torch.utils.data import Subset
 
 from harness.errors import UserError
 from harness.io import torch_save, write_text
-from harness.registry import Keep, PruneContext, register_method
+from harness.registry import Keep, PruneContext, learner_config, register_method
 from harness.search import SearchEvaluator
 from baselines.amc.ddpg import DDPGAgent, DDPGConfig, run_episode
 from baselines.amc.env import AMCEnv
@@ -105,10 +105,7 @@ class AMCOptions:
             raise UserError(f"amc option reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
 
     def ddpg(self) -> DDPGConfig:
-        return DDPGConfig(hidden1=self.hidden1, hidden2=self.hidden2, lr_actor=self.lr_actor,
-                          lr_critic=self.lr_critic, tau=self.tau, batch_size=self.batch_size,
-                          replay_size=self.replay_size, discount=self.discount, warmup=self.warmup,
-                          sigma=self.sigma, sigma_decay=self.sigma_decay, baseline_alpha=self.baseline_alpha)
+        return learner_config(DDPGConfig, self)
 
 
 def episode_seed(seed: int, episode: int) -> int:

@@ -38,7 +38,7 @@ from torch.utils.data import Subset
 from harness.errors import BudgetNotMet, UserError
 from harness.io import torch_save, write_text
 from harness.prune.unstructured import WeightSparsity, magnitude_masks, magnitude_order
-from harness.registry import Keep, PruneContext, register_method
+from harness.registry import Keep, PruneContext, learner_config, register_method
 from harness.search import SearchEvaluator, project
 from harness.search.ppo_lagrangian import PPOLagConfig, PPOLagrangian
 from baselines.crl.cost import CostMeter
@@ -169,14 +169,8 @@ class _Search:
 
     def agent(self, obs_dim: int) -> PPOLagrangian:
         o = self.opts
-        cfg = PPOLagConfig(
-            n_envs=o.n_envs, n_steps=o.n_steps, minibatch_size=o.minibatch_size, epochs=o.epochs, lr=o.lr,
-            clip=o.clip, gamma=o.gamma, gae_lambda=o.gae_lambda, cost_gamma=o.cost_gamma,
-            cost_gae_lambda=o.cost_gae_lambda, entropy_coef=o.entropy_coef, max_grad_norm=o.max_grad_norm,
-            target_kl=o.target_kl, hidden=o.hidden, log_std_init=o.log_std_init,
-            action_mean_init=o.action_mean_init, penalty_init=o.penalty_init, penalty_lr=o.penalty_lr,
-            penalty_min=o.penalty_min, budget=self.budget, normalize_obs=o.normalize, normalize_reward=o.normalize,
-            normalize_cost=o.normalize, seed=self.ctx.seed)
+        cfg = learner_config(PPOLagConfig, o, budget=self.budget, normalize_obs=o.normalize,
+                             normalize_reward=o.normalize, normalize_cost=o.normalize, seed=self.ctx.seed)
         return PPOLagrangian(obs_dim, self.act_dim, cfg)
 
     def fingerprint(self) -> dict[str, Any]:
