@@ -33,6 +33,7 @@ from torch_pruning.pruner import function as tpf
 from harness.errors import UserError
 from harness.prune.cost import CostModel
 from harness.prune.groups import Group, _is_residual_node, build_graph, execution_order, tp_group
+from harness.search.writers import out_width
 
 # ------------------------------------------------------------------------------------- node feature columns
 COL_IS_CHANNEL = 0
@@ -197,7 +198,7 @@ def _scan_group(graph: tp.DependencyGraph, group: Group, order: dict[str, int],
             l1.scatter_add_(0, root_t, w.abs().sum(1))
             l2.scatter_add_(0, root_t, w.norm(dim=1))
             if dep.handler in _OUT_FNS:  # a depthwise conv reads and writes the same group: no cross edge
-                local_to_root = writers.setdefault(mod, torch.full((_out_width(mod),), -1, dtype=torch.long))
+                local_to_root = writers.setdefault(mod, torch.full((out_width(mod),), -1, dtype=torch.long))
                 local_to_root[torch.as_tensor(idxs, dtype=torch.long)] = root_t
         elif dep.handler in _IN_FNS:
             prev = readers.get(mod)
@@ -213,10 +214,6 @@ def _scan_group(graph: tp.DependencyGraph, group: Group, order: dict[str, int],
         gamma[root_t] = bn.weight.detach()[idxs].abs().float().cpu()
         beta[root_t] = bn.bias.detach()[idxs].float().cpu() if bn.bias is not None else 0.0
     return _GroupInfo(l1.float(), l2.float(), gamma, beta, writers, readers)
-
-
-def _out_width(m: nn.Module) -> int:
-    return int(m.out_channels if isinstance(m, ops.TORCH_CONV) else m.out_features)
 
 
 def _feeds_merge(graph: tp.DependencyGraph, module: nn.Module) -> bool:
