@@ -168,10 +168,11 @@ def learner_config(cls: type, options: Any, **overrides: Any) -> Any:
 
     Methods expose their learner's knobs (PPO, DDPG, ...) as flat config options under the learner's own
     names; this copies them over instead of a hand-written keyword list that must track both classes.
-    ``overrides`` set the fields whose option has another name or that come from the context.
+    ``overrides`` set the fields whose option has another name or that come from the context; they win over
+    a same-named option.
     """
     names = {f.name for f in dataclasses.fields(cls)} & {f.name for f in dataclasses.fields(options)}
-    return cls(**{n: getattr(options, n) for n in names}, **overrides)
+    return cls(**{**{n: getattr(options, n) for n in names}, **overrides})
 
 
 def options_from_dict(name: str, d: Mapping[str, Any] | None) -> Any:
