@@ -15,6 +15,7 @@ min_version("9.0")
 
 sys.path.insert(0, workflow.basedir)
 from harness.config import check_budgets_reachable, check_datasets, job_spec, load_config, parse_budget_tag  # noqa: E402
+from harness.config import planted_report  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 from harness.workflow_lock import release_stale_locks  # noqa: E402
 
@@ -43,6 +44,9 @@ onstart:
     try:
         check_datasets(WF)
         check_budgets_reachable(WF)
+        # planted benchmark: which budgets can keep every useful channel (a note, not an error)
+        for _line in planted_report(WF):
+            print(_line, file=sys.stderr)
     except UserError as exc:
         raise WorkflowError(str(exc)) from None
 

@@ -1,6 +1,7 @@
 """Render every figure from results/tables (the only input): ``python -m figures --tables ... --out ...``.
 
-Inputs: ``summary.csv`` (required), ``kept_channels.csv`` (optional: no layer figures without it) and the
+Inputs: ``summary.csv`` (required), ``kept_channels.csv`` (optional: no layer figures without it), ``runs.csv``
+(optional: the planted-benchmark figures) and the
 published points from ``reported.csv`` in the tables folder (written by collect), or from ``--reported DIR``
 (results/reported/*.csv through :func:`harness.results.load_reported`) when given.
 """
@@ -15,6 +16,7 @@ from typing import Sequence
 import pandas as pd
 
 from figures.crl import crl_pairs, crl_search_logs, plot_crl_search
+from figures.planted import planted_pairs, plot_planted
 from figures.search import plot_l1_overlap, plot_search_curves
 from figures.plots import (
     budget_slug, default_budget, parse_budget, plot_accuracy_vs_macs, plot_kept_channels, save_figure,
@@ -50,6 +52,8 @@ def render_all(tables_dir: str | os.PathLike, out_dir: str | os.PathLike, budget
     * ``search_<dataset>_<arch>.<fmt>`` for every dataset/arch in search_logs.csv (searching methods only);
     * ``crl_<dataset>_<arch>.<fmt>`` for every dataset/arch with crl-neuron / crl-layer logs in search_logs.csv
       (nu and the mean cost against the budget over training, one line per method x budget);
+    * ``planted_<dataset>_<arch>.<fmt>`` for every planted arch in runs.csv (useful recall and accuracy per
+      method and budget, figures/planted.py);
     * ``l1_overlap_<dataset>_<arch>_<metric>-<target>.<fmt>`` beside each kept-channels figure;
     * ``kept_channels_<dataset>_<arch>_<metric>-<target>.<fmt>`` for every dataset/arch in kept_channels.csv,
       at ``budget`` (``"macs-0.5"``) or, if ``None``, at the MACs budget closest to 0.5 present. A dataset/arch
@@ -64,6 +68,13 @@ def render_all(tables_dir: str | os.PathLike, out_dir: str | os.PathLike, budget
         fig = plot_accuracy_vs_macs(summary, reported, dataset=dataset, arch=arch)
         for fmt in formats:
             written.append(save_figure(fig, out / f"accuracy_vs_macs_{dataset}_{arch}.{fmt}"))
+    runs_path = tables / "runs.csv"
+    if runs_path.exists():
+        runs = _read_table(runs_path)
+        for dataset, arch in planted_pairs(runs):
+            fig = plot_planted(runs, dataset=dataset, arch=arch)
+            for fmt in formats:
+                written.append(save_figure(fig, out / f"planted_{dataset}_{arch}.{fmt}"))
     logs_path = tables / "search_logs.csv"
     if logs_path.exists():
         logs = _read_table(logs_path)

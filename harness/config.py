@@ -160,6 +160,8 @@ def load_config(config: Mapping[str, Any], *, check_data: bool = True) -> Workfl
     """Validate everything that can be checked without training: schema, names, recipes, options, data."""
     from harness import registry
     from harness.models import known_arch
+    from harness.models.planted import PREFIX as PLANTED_PREFIX
+    from harness.models.planted import is_planted
     from harness.train import Recipe
 
     cfg = validate_schema(config)
@@ -189,11 +191,28 @@ def load_config(config: Mapping[str, Any], *, check_data: bool = True) -> Workfl
             if name not in cfg["methods"]:
                 raise UserError(f"config error at experiments[{i}].methods: {name!r} is not in methods "
                                 f"(valid values: {', '.join(cfg['methods'])})")
+        if exp.arch.startswith(PLANTED_PREFIX) and not is_planted(exp.arch):
+            raise UserError(
+                f"config error at experiments[{i}].arch: {exp.arch!r}: decoys are planted only in CIFAR ResNets "
+                "(valid values: planted-resnet20, planted-resnet32, planted-resnet44, planted-resnet56, "
+                "planted-resnet110)"
+            )
         if not known_arch(exp.arch):
             raise UserError(
                 f"config error at experiments[{i}].arch: unknown architecture {exp.arch!r} (valid values: "
-                "resnet20, resnet32, resnet44, resnet56, resnet110, vgg16, mobilenetv2, torchvision.<name>, timm.<name>)"
+                "resnet20, resnet32, resnet44, resnet56, resnet110, vgg16, mobilenetv2, planted-resnetN "
+                "(N = 20, 32, 44, 56, 110), torchvision.<name>, timm.<name>)"
             )
+        if is_planted(exp.arch):
+            from harness.models import planted_options
+
+            try:
+                planted_options(exp.arch, dict(exp.arch_options))
+            except UserError as exc:
+                raise UserError(f"config error at experiments[{i}].arch_options: {exc}") from None
+            if exp.train == PRETRAINED:
+                raise UserError(f"config error at experiments[{i}].train: {exp.arch} trains its inner network "
+                                f"(valid values: {', '.join(sorted(recipes))})")
         for key, recipe in (("train", exp.train), ("finetune", exp.finetune)):
             valid = sorted(recipes) + ([PRETRAINED] if key == "train" else [])
             if recipe not in valid:
@@ -240,9 +259,22 @@ def load_config(config: Mapping[str, Any], *, check_data: bool = True) -> Workfl
         methods=tuple(cfg["methods"]),
         raw=cfg,
     )
+    check_heldout(wf)
     if check_data:
         check_datasets(wf)
     return wf
+
+
+def check_heldout(wf: WorkflowConfig) -> None:
+    """``prune.heldout_images`` must leave images in every experiment's search split (one-line UserError)."""
+    from harness.data.holdout import DEFAULT_HELDOUT_IMAGES
+
+    n = int((wf.raw.get("prune") or {}).get("heldout_images", DEFAULT_HELDOUT_IMAGES))
+    for dataset in sorted({exp.dataset for exp in wf.experiments}):
+        size = data_config(wf, dataset).search_size
+        if n and n >= size:
+            raise UserError(f"config error at prune.heldout_images: {n} must be smaller than the search split of "
+                            f"{dataset} ({size} images, data.{dataset}.search_size); lower it or set it to 0")
 
 
 def data_config(wf: WorkflowConfig, dataset: str) -> Any:
@@ -314,3 +346,63 @@ def check_budgets_reachable(wf: WorkflowConfig) -> None:
         for spec in wf.budgets:
             budget = Budget(spec.metric, spec.target, tolerance=tolerance)
             check_reachable(cost, groups, budget, fraction, arch=f"{exp.dataset}/{exp.arch}")
+
+
+@dataclass(frozen=True)
+class PlantedFeasibility:
+    """Whether a budget of a planted experiment can be met while keeping every useful channel."""
+
+    dataset: str
+    arch: str
+    budget: BudgetSpec
+    useful_only_reduction: float  # of the budget's metric, by the plan that keeps exactly the useful channels
+    feasible: bool  # a plan keeping every useful channel meets the budget (within the tolerance)
+
+
+def planted_feasibility(wf: WorkflowConfig) -> list[PlantedFeasibility]:
+    """For every planted experiment and budget: can a plan keep all useful channels and meet the budget?
+
+    A budget above the useful-only reduction forces every plan to drop useful channels (useful recall < 1);
+    a benchmark wants one budget on each side, but one side alone is not an error. The useful-only
+    reduction depends on the shapes only, so it is computed on an untrained planted model, before any job.
+    """
+    import torch
+
+    from harness.data import info_for
+    from harness.models import build_model, planted_options
+    from harness.models.planted import is_planted, useful_counts, useful_only_reduction
+    from harness.prune import CostModel, find_groups
+
+    tolerance = float((wf.raw.get("prune") or {}).get("tolerance", 0.01))
+    out: list[PlantedFeasibility] = []
+    for exp in wf.experiments:
+        if not is_planted(exp.arch):
+            continue
+        info = info_for(data_config(wf, exp.dataset))
+        opts = planted_options(exp.arch, dict(exp.arch_options))
+        with torch.device("cpu"):
+            model = build_model(exp.arch, info, **opts).eval()
+        example = torch.zeros(1, info.in_channels, info.image_size, info.image_size)
+        groups = find_groups(model, example, scope="all")
+        cost = CostModel(model, example, groups)
+        counts = useful_counts(model, [g.id for g in groups], opts["width"])
+        for spec in wf.budgets:
+            reduction = useful_only_reduction(cost, counts, spec.metric)
+            out.append(PlantedFeasibility(exp.dataset, exp.arch, spec, reduction,
+                                          reduction >= spec.target - tolerance))
+    return out
+
+
+def planted_report(wf: WorkflowConfig) -> list[str]:
+    """One line per planted experiment: the useful-only reductions and which budgets keep every useful channel."""
+    lines = []
+    rows = planted_feasibility(wf)
+    for dataset, arch in sorted({(r.dataset, r.arch) for r in rows}):
+        mine = [r for r in rows if (r.dataset, r.arch) == (dataset, arch)]
+        feasible = [r.budget.tag for r in mine if r.feasible]
+        infeasible = [r.budget.tag for r in mine if not r.feasible]
+        reductions = ", ".join(sorted({f"{r.budget.metric} {r.useful_only_reduction:.3f}" for r in mine}))
+        lines.append(f"planted {dataset}/{arch}: keeping exactly the useful channels removes {reductions}; "
+                     f"budgets that can keep every useful channel: {', '.join(feasible) or 'none'}; "
+                     f"that cannot: {', '.join(infeasible) or 'none'}")
+    return lines

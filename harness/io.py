@@ -11,13 +11,15 @@ writers on this host that are no longer alive; temp files of live writers and of
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 
 def _temp_prefix(path: Path, host: str) -> str:
@@ -95,6 +97,15 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write JSON atomically, indented and key-sorted so diffs stay readable."""
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_csv(path: str | os.PathLike, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Write rows as CSV atomically, in ``columns`` order (keys outside ``columns`` are left out): search logs."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text(path, buf.getvalue())
 
 
 def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> Path:

@@ -6,8 +6,10 @@ group in model order, or one-shot), the AMC-style action wall, the terminal proj
 the score order used to repair an infeasible action (the agent's keep score first, channel L1 second).
 
 Feasibility by construction: in ``"sequential"`` mode the wall caps every group's keep count so that the
-groups decided so far plus the min_keep of every later group still meet the target, so the terminal
-projection only has work left when the target is unreachable; in ``"one-shot"`` mode the single action is
+groups decided so far plus the min_keep of every later group (``wall_reserve = 0``, the spec) or their share
+at the fair ratio (``wall_reserve = 1``, harness.search.wall) still meet the target, so the terminal
+projection only has work left when the target is unreachable; with ``fill`` the terminal step gives the
+highest-scored pruned channels back while the target holds, so no plan removes much more than it must; in ``"one-shot"`` mode the single action is
 repaired by min_keep and then by the global projection (drop the globally lowest-scored kept channels),
 optionally after the same per-group wall (``one_shot_wall=True``; off by default because a model-order wall
 would always cut the *later* groups first, while the projection cuts the globally least useful channels).
@@ -29,7 +31,7 @@ from torch import nn
 from harness.errors import UserError
 from harness.prune import Budget, CostModel, channel_l1, min_keep
 from harness.prune.groups import Group, build_graph
-from harness.search import max_keep_allowed, project
+from harness.search import complete, max_keep_allowed
 from method.graph import CONTEXT_COLS, EDGE_FEATURES, NODE_FEATURES, PruningData, PruningGraph, build_graph_observation
 from method.reward import SelfCompetition
 
@@ -72,7 +74,7 @@ class PruningEnv(gym.Env):
                  budget: Budget, evaluator: Any, reward: SelfCompetition, min_keep_fraction: float = 0.1,
                  mode: str = "sequential", action: str = "binary", topk_channel_edges: int = 0,
                  projection_penalty: float = 1.0, *, one_shot_wall: bool = False,
-                 graph: Any = None) -> None:
+                 graph: Any = None, wall_reserve: float = 0.0, fill: bool = False) -> None:
         if mode not in MODES:
             raise UserError(f"env mode must be one of {', '.join(MODES)}, got {mode!r}")
         if action not in ACTIONS:
@@ -88,6 +90,9 @@ class PruningEnv(gym.Env):
         self.mode, self.action_type = mode, action
         self.projection_penalty = float(projection_penalty)
         self.one_shot_wall = bool(one_shot_wall)
+        if not 0.0 <= wall_reserve <= 1.0:
+            raise UserError(f"wall_reserve must be in [0, 1], got {wall_reserve}")
+        self.wall_reserve, self.fill = float(wall_reserve), bool(fill)
         dep_graph = graph if graph is not None else build_graph(model, example_input)
         # built once: the episode only rewrites mask/current/context columns of data.x
         self.pg: PruningGraph = build_graph_observation(
@@ -207,7 +212,8 @@ class PruningEnv(gym.Env):
         g = self.groups[gi]
         lo = self.min_keeps[g.id]
         hi = max_keep_allowed(self.cost, self.groups, {k: int(v.numel()) for k, v in self._keep.items()}, gi,
-                              self.metric, self.target, self.min_keep_fraction) if wall else g.size
+                              self.metric, self.target, self.min_keep_fraction,
+                              reserve=self.wall_reserve) if wall else g.size
         keep = keep.clone()
         n = int(keep.sum())
         order = self._order(g.id, scores)
@@ -256,15 +262,16 @@ class PruningEnv(gym.Env):
             info["min_keep"] = self.min_keeps[g.id]
             info["max_keep"] = max_keep_allowed(self.cost, self.groups,
                                                 {k: int(v.numel()) for k, v in self._keep.items()}, gi,
-                                                self.metric, self.target, self.min_keep_fraction)
+                                                self.metric, self.target, self.min_keep_fraction,
+                                                reserve=self.wall_reserve)
         return info
 
     def _terminal(self) -> tuple[PruningData, float, bool, bool, dict]:
         """Projection, evaluation and the only non-zero reward of the episode."""
         self.pg.set_current(None)
         scores = self._global_rank()
-        keep, n_proj = project(self.cost, self.groups, self._keep, scores, self.metric, self.target,
-                               self.min_keep_fraction)
+        keep, n_proj, n_fill = complete(self.cost, self.groups, self._keep, scores, self.metric, self.target,
+                                        self.min_keep_fraction, fill_up=self.fill)
         for gi, g in enumerate(self.groups):
             if keep[g.id].numel() != self._keep[g.id].numel():
                 mask = torch.zeros(g.size, dtype=torch.bool)
@@ -283,7 +290,7 @@ class PruningEnv(gym.Env):
         info = {**self._info(), "keep": plan, "accuracy": acc, "macs": macs, "params": params,
                 "macs_reduction": mr, "params_reduction": pr, "achieved": achieved,
                 "feasible": violation == 0.0, "violation": violation, "cost": violation,
-                "cost_signed": self.target - achieved, "projection_dropped": int(n_proj),
+                "cost_signed": self.target - achieved, "projection_dropped": int(n_proj), "fill_added": int(n_fill),
                 "projection_penalty": penalty, "base_reward": base_r, "wall_dropped": self._wall_dropped,
                 "min_keep_added": self._min_keep_added, "best": self.reward.best}
         self._step = None

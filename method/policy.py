@@ -54,6 +54,11 @@ class PolicyConfig:
     # GATv2's self-loops: off by default because the residual connection already carries each node's own
     # state, and the loops add one edge per node (a third of ResNet-50's edges, ~30 % of a forward pass).
     self_loops: bool = False
+    # A linear term of the channel node's own input features added to its keep-logit (binary action, graph
+    # observation): a direct path from "this channel's norm / BN / position" to its decision, next to the
+    # encoder's. Zero-initialised, so the initial policy is the same; see docs/graph-rl.md for why.
+    feature_skip: bool = False
+    feature_skip_gain: float = 1.0
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
@@ -228,6 +233,10 @@ class GraphPolicy(nn.Module):
         with torch.no_grad():
             self.policy_head[-1].weight.mul_(0.01)
             self.policy_head[-1].bias.zero_()
+        self.feature_skip: nn.Linear | None = None
+        if cfg.feature_skip and cfg.action == "binary" and cfg.observation == "graph":
+            self.feature_skip = nn.Linear(node_features, 1, bias=False)
+            nn.init.zeros_(self.feature_skip.weight)
 
     def set_initial_keep(self, p: float) -> None:
         """Start the binary policy at keep-probability ``p`` for every channel (the last layer's bias)."""
@@ -258,6 +267,8 @@ class GraphPolicy(nn.Module):
             if self.cfg.action == "binary":
                 emb = z[idx.channel_nodes]
                 logits = self.policy_head(torch.cat([emb, pooled[idx.channel_graph]], -1)).squeeze(-1)
+                if self.feature_skip is not None:
+                    logits = logits + self.cfg.feature_skip_gain * self.feature_skip(data.x[idx.channel_nodes]).squeeze(-1)
             else:
                 emb = z[idx.group_nodes]
                 ab = self.policy_head(torch.cat([emb, pooled[idx.group_graph]], -1))
@@ -314,10 +325,12 @@ class GraphPolicy(nn.Module):
         b = out.ratio_beta if mask is None else out.ratio_beta[mask]
         return Beta(a, b)
 
-    def log_prob(self, out: PolicyOutput, action: Tensor, group_index: GroupIndex = None) -> Tensor:
-        """Joint log-probability of ``action`` per graph, [B]: the sum over the selected elements.
+    def element_log_prob(self, out: PolicyOutput, action: Tensor,
+                         group_index: GroupIndex = None) -> tuple[Tensor, Tensor]:
+        """Log-probability of every selected element of ``action`` [K] and the graph of each element [K].
 
-        ``action`` is flat and aligned with :meth:`distribution` (channels or groups in batch order).
+        For PPO with a per-element ratio (``PPOConfig.ratio = "per-element"``): each channel's keep/prune
+        decision is clipped on its own instead of the product over a group of up to 2,048 channels.
         """
         dist = self.distribution(out, group_index)
         _, graph = self._selection(out, group_index)
@@ -325,13 +338,26 @@ class GraphPolicy(nn.Module):
             lp = dist.log_prob(action.to(dist.logits.dtype))
         else:
             lp = dist.log_prob(action.clamp(_RATIO_EPS, 1.0 - _RATIO_EPS))
+        return lp, graph
+
+    def log_prob(self, out: PolicyOutput, action: Tensor, group_index: GroupIndex = None) -> Tensor:
+        """Joint log-probability of ``action`` per graph, [B]: the sum over the selected elements.
+
+        ``action`` is flat and aligned with :meth:`distribution` (channels or groups in batch order).
+        """
+        lp, graph = self.element_log_prob(out, action, group_index)
         return scatter(lp, graph, dim=0, dim_size=out.num_graphs, reduce="sum")
+
+    def element_entropy(self, out: PolicyOutput, group_index: GroupIndex = None) -> tuple[Tensor, Tensor]:
+        """Entropy of every selected element [K] and the graph of each element [K]."""
+        dist = self.distribution(out, group_index)
+        _, graph = self._selection(out, group_index)
+        return dist.entropy(), graph
 
     def entropy(self, out: PolicyOutput, group_index: GroupIndex = None) -> Tensor:
         """Entropy per graph, [B]: the sum over the (independent) selected elements."""
-        dist = self.distribution(out, group_index)
-        _, graph = self._selection(out, group_index)
-        return scatter(dist.entropy(), graph, dim=0, dim_size=out.num_graphs, reduce="sum")
+        ent, graph = self.element_entropy(out, group_index)
+        return scatter(ent, graph, dim=0, dim_size=out.num_graphs, reduce="sum")
 
     def mode(self, out: PolicyOutput, group_index: GroupIndex = None) -> Tensor:
         """Deterministic action: keep iff logit > 0 (binary, float 0/1) or the Beta mean (ratio)."""

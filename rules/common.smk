@@ -28,6 +28,26 @@ wildcard_constraints:
     seed=r"[0-9]+",
 
 
+# The planted-ground-truth benchmark (harness/models/planted.py): its bases are trained by train_planted_base,
+# which also writes ground_truth.json beside the model; the other archs' by train_base. Disjoint per-rule
+# arch constraints keep the two unambiguous ("(?!)" matches nothing).
+from harness.models.planted import is_planted
+
+PLANTED_ARCHS = sorted({e.arch for e in WF.experiments if is_planted(e.arch)})
+PLAIN_ARCHS = sorted({e.arch for e in WF.experiments if not is_planted(e.arch)})
+
+
+def arch_constraint(archs):
+    return _alternatives(archs) if archs else "(?!)"
+
+
+def ground_truth_input(wildcards):
+    """evaluate's optional input: the base's ground_truth.json for a planted arch, nothing otherwise."""
+    if not is_planted(wildcards.arch):
+        return []
+    return [BASE.format(dataset=wildcards.dataset, arch=wildcards.arch, seed=wildcards.seed) + "/ground_truth.json"]
+
+
 def threads_for(stage):
     return int((WF.raw.get("threads") or {}).get(stage, 1))
 
@@ -149,5 +169,10 @@ FIGURES = [FIG + f"/accuracy_vs_macs_{tag}.{ext}" for tag in EXPERIMENT_TAGS for
     # the constrained-RL multiplier and cost figure for the experiments that run crl-neuron or crl-layer
     FIG + f"/crl_{tag}.{ext}" for tag in sorted({f"{e.dataset}_{e.arch}" for e, m, _, _ in WF.runs()
                                                  if m in CRL_METHODS})
+    for ext in ("png", "pdf")
+] + [
+    # the planted benchmark: useful recall and accuracy per method and budget (figures/planted.py)
+    FIG + f"/planted_{tag}.{ext}" for tag in sorted({f"{e.dataset}_{e.arch}" for e in WF.experiments
+                                                     if is_planted(e.arch)})
     for ext in ("png", "pdf")
 ]

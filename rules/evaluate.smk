@@ -7,6 +7,7 @@ rule evaluate:
         plan=RUN + "/plan.json",
         model=RUN + "/finetuned.pt",
         info=RUN + "/finetune.json",
+        ground_truth=ground_truth_input,  # planted archs only (useful_recall)
     output:
         metrics=RUN + "/metrics.json",
     log:
@@ -18,7 +19,8 @@ rule evaluate:
         **job_resources("evaluate", runtime=20, mem_mb=8000),
     params:
         spec=lambda w: job_spec(WF, w.dataset, w.arch),
+        ground_truth=lambda w, input: f" --ground-truth {input.ground_truth}" if input.ground_truth else "",
     shell:
         "{PY} -m harness.cli.evaluate --spec {params.spec:q} --threads {threads} --seed {wildcards.seed}"
         " --base-metrics {input.base_metrics} --plan {input.plan} --model {input.model}"
-        " --finetune-info {input.info} --out {output.metrics} > {log} 2>&1"
+        " --finetune-info {input.info} --out {output.metrics}{params.ground_truth} > {log} 2>&1"

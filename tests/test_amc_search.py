@@ -126,10 +126,26 @@ def test_reconstruction_fits_the_unpruned_layer_output(tmp_path: Path) -> None:
     assert (refit[:, [j for j in range(la.group.size) if j not in keep]] == 0).all()
 
 
-def test_same_seed_same_plan_and_resume_after_a_kill(tmp_path: Path) -> None:
+def test_same_seed_same_plan_and_resume_after_a_kill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import baselines.amc.search as amc_search
+
     whole = _run(tmp_path / "whole", seed=1)  # a fresh workdir: the same seed gives the same plan below
-    _run(tmp_path / "killed", seed=1, episodes=4)  # stands for a search killed after episode 4's checkpoint
+    real_episode, calls = amc_search.run_episode, []
+
+    def killed_in_episode_5(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt("killed")
+        return real_episode(*args, **kwargs)
+
+    monkeypatch.setattr(amc_search, "run_episode", killed_in_episode_5)
+    with pytest.raises(KeyboardInterrupt):  # killed after episode 4's checkpoint (checkpoint_every 1)
+        _run(tmp_path / "killed", seed=1)
+    monkeypatch.setattr(amc_search, "run_episode", real_episode)
+    caplog.set_level("INFO", logger="baselines.amc.search")
     assert _run(tmp_path / "killed", seed=1) == whole
+    assert "amc: resuming after episode 4" in caplog.text
     cols = ("reward", "accuracy", "strategy", "best_reward")
     assert [[r[c] for c in cols] for r in _log(tmp_path / "killed")] == \
         [[r[c] for c in cols] for r in _log(tmp_path / "whole")]
@@ -138,3 +154,15 @@ def test_same_seed_same_plan_and_resume_after_a_kill(tmp_path: Path) -> None:
 def test_unreachable_budget_is_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="cannot reach"):
         _run(tmp_path, target=0.9)
+
+
+@pytest.mark.parametrize("options", [{}, {"reconstruct": False, "bn_batches": 1}])
+def test_pruned_candidates_give_the_masked_search(tmp_path: Path, options: dict) -> None:
+    """Issue 13: scoring on physically pruned copies (re-fitted consumers included) changes the cost only."""
+    masked = _run(tmp_path / "masked", seed=1, **options)
+    pruned = _run(tmp_path / "pruned", seed=1, candidate_eval="pruned", **options)
+    assert masked == pruned
+    acc = lambda rows: [round(float(r["accuracy"]), 6) for r in rows]  # noqa: E731
+    assert acc(_log(tmp_path / "masked")) == acc(_log(tmp_path / "pruned"))
+    with pytest.raises(UserError, match="candidate_eval must be one of masked, pruned"):
+        registry.options_from_dict("amc", {"candidate_eval": "surgery"})

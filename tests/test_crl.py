@@ -230,7 +230,8 @@ def test_unreachable_budget_is_an_error_unless_projected(tmp_path: Path) -> None
     assert ctx.meta["crl"]["projected"] and _reduction(sparsity, "params") >= 0.85 - 0.01
 
 
-def test_killed_search_resumes_to_the_same_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_killed_search_resumes_to_the_same_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
     whole = registry.get_method("crl-neuron")(_ctx("crl-neuron", tmp_path / "whole", "params", 0.4, seed=2,
                                                    timesteps=128))
     real_update, calls = PPOLagrangian.update, []
@@ -245,9 +246,11 @@ def test_killed_search_resumes_to_the_same_plan(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(KeyboardInterrupt):
         registry.get_method("crl-neuron")(_ctx("crl-neuron", tmp_path / "killed", "params", 0.4, seed=2, timesteps=128))
     monkeypatch.setattr(PPOLagrangian, "update", real_update)
+    caplog.set_level("INFO", logger="baselines.crl.search")
     resumed = registry.get_method("crl-neuron")(_ctx("crl-neuron", tmp_path / "killed", "params", 0.4, seed=2,
                                                      timesteps=128))
     assert resumed == whole
+    assert "crl-neuron: resuming after update 1/2" in caplog.text
     log = lambda d: [r["nu"] + r["reward"] for r in csv.DictReader(open(tmp_path / d / "search_log.csv"))]  # noqa
     assert log("killed") == log("whole") and len(log("whole")) == 2
 

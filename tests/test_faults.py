@@ -58,7 +58,7 @@ CONFIG = {
     "budgets": [{"metric": "macs", "target": 0.5}],
     "methods": {"graph-rl": {"episodes": EPISODES, "update_every": UPDATE_EVERY, "ppo_epochs": 1, "layers": 1,
                              "heads": 1, "head_dim": 8, "bn_batches": 1, "eval_batch_size": 100}},
-    "prune": {"min_keep_fraction": 0.1, "tolerance": 0.01, "scope": "all"},
+    "prune": {"min_keep_fraction": 0.1, "tolerance": 0.01, "scope": "all", "heldout_images": 40},
     "recipes": {"base": {"epochs": EPOCHS, "batch_size": 50, "lr": 0.1, "weight_decay": 5.0e-4, "schedule": "cosine"},
                 "ft": {"epochs": 1, "batch_size": 50, "lr": 0.1, "weight_decay": 5.0e-4, "schedule": "cosine"}},
     "evaluate": {"batch_size": 200},
@@ -404,6 +404,10 @@ _WRITERS = {"save": "torch.save / np.save", "savefig": "savefig", "copyfile": "s
             "to_parquet": "DataFrame.to_parquet", "to_pickle": "DataFrame.to_pickle"}
 
 
+#: Names under which the searches import modules whose ``save`` is atomic (harness.search.checkpoint).
+_ATOMIC_MODULES = ("search_checkpoint",)
+
+
 def _direct_writes(path: Path, root: Path = ROOT) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -418,6 +422,9 @@ def _direct_writes(path: Path, root: Path = ROOT) -> list[str]:
                 dest = args[0]
         elif name in ("write_text", "write_bytes") and isinstance(node.func, ast.Attribute) and len(args) == 1:
             dest = node.func.value  # Path.write_text(text); harness.io.write_text(path, text) has two arguments
+        elif name == "save" and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name) \
+                and node.func.value.id in _ATOMIC_MODULES:
+            dest = None  # harness.search.checkpoint.save(path, fingerprint, state) writes through harness.io
         elif name in ("save", "savefig"):
             dest = args[1] if name == "save" and len(args) > 1 else (args[0] if name == "savefig" and args else None)
         elif name in ("copyfile", "copy", "copy2") and len(args) == 2:

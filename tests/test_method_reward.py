@@ -72,3 +72,49 @@ def test_state_roundtrip():
     s.load_state_dict(r.state_dict())
     assert s.best == r.best == 13.0 and list(s.recent) == list(r.recent) == [12.0, 9.0, 13.0]
     assert s(12.5, 0.0, 0.5) == r(12.5, 0.0, 0.5)
+
+
+# ---------------------------------------------------------------------------------------------- spread
+def _episodes(n: int = 200, seed: int = 0) -> list[float]:
+    """Search accuracies like a real search's: mostly well below the bar, slowly improving, noisy."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [float(30.0 + 0.05 * i + rng.normal(0.0, 6.0)) for i in range(n)]
+
+
+def test_spread_reward_is_graded_where_self_competition_saturates() -> None:
+    """Issue 12: with the L1 opening bar 13 points above a typical episode, "self" gives r <= -0.99 to most
+    episodes; "spread" measures each episode against the agent's own recent ones and stays graded."""
+    accs = _episodes()
+    saturated = {}
+    for variant in ("self", "spread"):
+        rc = SelfCompetition(variant=variant, tau=0.5)
+        rc.start(45.0)
+        rewards = [rc(a, 0.0, 0.5) for a in accs]
+        saturated[variant] = sum(abs(r) >= 0.99 for r in rewards[8:]) / len(rewards[8:])
+    assert saturated["self"] > 0.8, saturated
+    assert saturated["spread"] < 0.05, saturated
+
+
+def test_spread_reward_orders_episodes_by_accuracy_within_its_window() -> None:
+    rc = SelfCompetition(variant="spread", spread_tau=2.0, percentile=50)
+    rc.start(None)
+    assert rc(40.0, 0.0, 0.5) == 0.0  # no bar yet
+    assert rc(50.0, 0.0, 0.5) == pytest.approx(math.tanh((50.0 - 40.0) / 0.5))  # bar = the first, scale = tau
+    bar, scale = rc.spread_bar()
+    assert bar == pytest.approx(45.0) and scale == pytest.approx(2.0 * 5.0)  # median and 2 x std of (40, 50)
+    assert rc(47.0, 0.0, 0.5) > 0.0 > rc(43.0, 0.0, 0.5)
+    assert rc(30.0, 0.1, 0.5) < -1.0  # a violated budget is still penalised, whatever the window
+    with pytest.raises(ValueError):
+        SelfCompetition(variant="spread", spread_tau=0.0)
+
+
+def test_no_opening_bar_gives_the_first_episode_a_zero_reward() -> None:
+    for variant in ("self", "ranked", "spread"):
+        rc = SelfCompetition(variant=variant)
+        rc.start(None)
+        assert rc(40.0, 0.0, 0.5) == 0.0
+        assert rc(60.0, 0.0, 0.5) > 0.0
+    with pytest.raises(RuntimeError):
+        SelfCompetition(variant="spread")(40.0, 0.0, 0.5)  # start() not called

@@ -10,6 +10,7 @@ import torch
 
 from harness import registry
 from harness.data import DataConfig, build_splits
+from harness.errors import UserError
 from harness.models import build_model
 from harness.prune import Budget, CostModel, apply_plan, find_groups
 from harness.metrics import complexity
@@ -44,7 +45,14 @@ def test_graph_rl_is_registered_with_the_spec_defaults() -> None:
     defaults = registry.options_from_dict("graph-rl", {})
     assert spec.structured
     assert (defaults.encoder, defaults.action, defaults.heads, defaults.head_dim, defaults.layers) == ("gat", "binary", 4, 64, 3)
-    assert (defaults.clip, defaults.lr, defaults.gamma, defaults.gae_lambda) == (0.2, 3e-4, 1.0, 0.95)
+    assert (defaults.clip, defaults.lr, defaults.gamma) == (0.2, 3e-4, 1.0)
+    # issue 12's learning-signal defaults, each with the spec's value selectable (docs/graph-rl.md)
+    assert (defaults.gae_lambda, defaults.reward, defaults.wall_reserve, defaults.fill) == (1.0, "spread", 1.0, True)
+    assert (defaults.ppo_ratio, defaults.ppo_action, defaults.opening_bar) == ("per-element", "sampled", "none")
+    spec = registry.options_from_dict("graph-rl", {"gae_lambda": 0.95, "reward": "self", "wall_reserve": 0.0,
+                                                   "fill": False, "ppo_ratio": "joint", "opening_bar": "l1-uniform",
+                                                   "feature_skip": False})
+    assert spec.reward == "self" and not spec.feature_skip
 
 
 @pytest.mark.parametrize("metric,target", [("macs", 0.3), ("macs", 0.6), ("params", 0.5)])
@@ -68,11 +76,38 @@ def test_same_seed_same_plan(tmp_path: Path) -> None:
     assert _run(tmp_path / "a", seed=3) == _run(tmp_path / "b", seed=3)
 
 
-def test_killed_search_resumes_to_the_same_plan(tmp_path: Path) -> None:
+def test_pruned_candidates_give_the_masked_search(tmp_path: Path) -> None:
+    """Issue 13: scoring on physically pruned copies changes a candidate's cost, not the search."""
+    assert _run(tmp_path / "a", seed=2) == _run(tmp_path / "b", seed=2, candidate_eval="pruned")
+    rewards = [[r["accuracy"] for r in csv.DictReader(open(tmp_path / d / "search_log.csv"))] for d in "ab"]
+    assert rewards[0] == rewards[1]
+    with pytest.raises(UserError, match="candidate_eval must be one of masked, pruned"):
+        registry.options_from_dict("graph-rl", {"candidate_eval": "surgery"})
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_killed_search_resumes_to_the_same_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
     """A search stopped after its first PPO update and restarted ends where an uninterrupted one does."""
+    import method.search as search
+
     whole = _run(tmp_path / "whole", seed=1)
-    _run(tmp_path / "killed", seed=1, episodes=3)  # stands for a search killed after episode 3's checkpoint
-    resumed = _run(tmp_path / "killed", seed=1)
+    real_save = search.search_checkpoint.save
+
+    def save_then_die(*args, **kwargs):  # the job is killed right after the first checkpoint
+        real_save(*args, **kwargs)
+        raise _Killed
+
+    monkeypatch.setattr(search.search_checkpoint, "save", save_then_die)
+    with pytest.raises(_Killed):
+        _run(tmp_path / "killed", seed=1)
+    monkeypatch.setattr(search.search_checkpoint, "save", real_save)
+    with caplog.at_level("INFO", logger="method.search"):
+        resumed = _run(tmp_path / "killed", seed=1)
+    assert "resuming after episode 3" in caplog.text
     assert resumed == whole
     log_whole = [r["accuracy"] for r in csv.DictReader(open(tmp_path / "whole" / "search_log.csv"))]
     log_resumed = [r["accuracy"] for r in csv.DictReader(open(tmp_path / "killed" / "search_log.csv"))]
@@ -88,7 +123,7 @@ def test_ablations_run_and_stay_feasible(tmp_path: Path, options: dict) -> None:
 
 def test_opening_plan_is_returned_when_no_episode_beats_it(tmp_path: Path) -> None:
     """With a one-episode search the L1-uniform opening plan usually stays best; then it is the output."""
-    keep = _run(tmp_path / "g", seed=0, episodes=1, update_every=1)
+    keep = _run(tmp_path / "g", seed=0, episodes=1, update_every=1, opening_bar="l1-uniform")
     rows = list(csv.DictReader(open(tmp_path / "g" / "search_log.csv")))
     splits, model, x, groups, cost = _setup()
     ctx = registry.PruneContext(
@@ -101,7 +136,8 @@ def test_opening_plan_is_returned_when_no_episode_beats_it(tmp_path: Path) -> No
     else:  # the episode beat the bar: then the returned plan is the episode's, and better than the bar
         assert keep != l1 and float(rows[-1]["best_accuracy"]) == float(rows[-1]["accuracy"])
     # without the opening plan as a candidate, the output is always the agent's own
-    keep_agent = _run(tmp_path / "a", seed=0, episodes=1, update_every=1, opening_plan_is_candidate=False)
+    keep_agent = _run(tmp_path / "a", seed=0, episodes=1, update_every=1, opening_bar="l1-uniform",
+                      opening_plan_is_candidate=False)
     rows = list(csv.DictReader(open(tmp_path / "a" / "search_log.csv")))
     assert rows[-1]["best_is_opening"] == "False"
     assert float(rows[-1]["best_accuracy"]) == float(rows[-1]["accuracy"])
@@ -111,7 +147,7 @@ def test_opening_plan_is_returned_when_no_episode_beats_it(tmp_path: Path) -> No
 def test_initial_keep_sets_how_much_the_first_episodes_keep(tmp_path: Path) -> None:
     fractions = {}
     for p in (0.3, 0.9):
-        _run(tmp_path / str(p), seed=0, episodes=2, update_every=2, target=0.1, initial_keep=p)
+        _run(tmp_path / str(p), seed=0, episodes=2, update_every=2, target=0.1, initial_keep=p, fill=False)
         rows = list(csv.DictReader(open(tmp_path / str(p) / "search_log.csv")))
         fractions[p] = sum(float(r["keep_fraction"]) for r in rows) / len(rows)
     # a loose budget (10 % of MACs) leaves the sampled masks alone: the keep fraction follows p
@@ -121,7 +157,7 @@ def test_initial_keep_sets_how_much_the_first_episodes_keep(tmp_path: Path) -> N
 
 
 def test_search_images_scores_on_a_fixed_subset(tmp_path: Path) -> None:
-    from method.search import _search_subset
+    from harness.search.subset import search_subset as _search_subset
 
     splits = _setup()[0]
     sub = _search_subset(splits, 16)

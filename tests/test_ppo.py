@@ -285,3 +285,62 @@ def test_chunked_update_equals_one_pass(penalty: float) -> None:
 def test_forward_chunk_must_be_non_negative() -> None:
     with pytest.raises(ValueError, match="forward_chunk"):
         PPOConfig(forward_chunk=-1)
+
+
+# ---------------------------------------------------------------------------------------------- large groups
+def _large_group_run(ratio: str, updates: int = 24, lr: float = 1e-2) -> tuple[float, float]:
+    """One-shot episodes on one group of 512 channels; reward = fraction of channels matching the pattern."""
+    def graph(g: torch.Generator) -> Data:
+        return random_graph(g, (512,))
+
+    def collect(policy: GraphPolicy, buffer: RolloutBuffer, g: torch.Generator, episodes: int) -> float:
+        rewards = []
+        policy.eval()
+        for _ in range(episodes):
+            data = graph(g)
+            with torch.no_grad():
+                out = policy(data)
+                a = policy.act(out, None, generator=g)
+                lp_el, _ = policy.element_log_prob(out, a, None)
+            r = (a == target(data)).float().mean().item()
+            buffer.add(data, None, a, lp_el.sum(), out.value, r, True, element_log_prob=lp_el)
+            rewards.append(r)
+        return sum(rewards) / len(rewards)
+
+    policy = make_policy(0, "mlp")
+    ppo = PPO(policy, PPOConfig(lr=lr, epochs=4, minibatch_size=8, seed=0, ratio=ratio))
+    g = torch.Generator().manual_seed(5)
+    initial = collect(policy, RolloutBuffer(), torch.Generator().manual_seed(99), 8)
+    clip = []
+    for _ in range(updates):
+        buf = RolloutBuffer()
+        collect(policy, buf, g, 8)
+        clip.append(ppo.update(buf)["clip_fraction"])
+    final = collect(policy, RolloutBuffer(), torch.Generator().manual_seed(99), 8)
+    return final - initial, sum(clip) / len(clip)
+
+
+def test_per_element_ratio_learns_a_512_channel_group_and_the_joint_ratio_does_not() -> None:
+    """The joint ratio of 512 Bernoulli decisions leaves the clip range after a tiny per-channel change, so
+    almost every sample is clipped and the policy barely moves; the per-element ratio learns the pattern."""
+    gain_el, clip_el = _large_group_run("per-element")
+    gain_joint, clip_joint = _large_group_run("joint")
+    # measured: per-element +0.36 with 3 % of its ratios clipped; joint +0.15 with 56 % clipped
+    assert gain_el > 0.25, gain_el
+    assert gain_joint < 0.6 * gain_el, (gain_joint, gain_el)
+    assert clip_joint > 0.3 > clip_el, (clip_joint, clip_el)
+
+
+def test_per_element_ratio_needs_element_log_probs() -> None:
+    g = torch.Generator().manual_seed(0)
+    policy = make_policy(0, "mlp")
+    data = random_graph(g, (4,))
+    with torch.no_grad():
+        out = policy(data)
+        a = policy.act(out, None, generator=g)
+    buf = RolloutBuffer()
+    buf.add(data, None, a, policy.log_prob(out, a, None), out.value, 1.0, True)
+    with pytest.raises(ValueError, match="element_log_prob"):
+        PPO(policy, PPOConfig(ratio="per-element")).update(buf)
+    with pytest.raises(ValueError, match="ratio"):
+        PPOConfig(ratio="per-channel")

@@ -13,7 +13,7 @@ from harness import registry
 from harness.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESETS = ("smoke", "quick", "paper")
+PRESETS = ("smoke", "quick", "paper", "planted")
 # Methods the issues require in every preset; quick and paper (the user's and the paper's runs) have them all.
 EVERY_PRESET = {"l1-uniform", "graph-rl", "amc", "crl-neuron", "crl-layer"}
 
@@ -36,3 +36,28 @@ def test_every_budget_metric_of_a_preset_is_run(preset: str) -> None:
     config = load_config(yaml.safe_load((ROOT / "config" / f"{preset}.yaml").read_text()), check_data=False)
     run_budgets = {(b.metric, b.target) for _, _, b, _ in config.runs()}
     assert run_budgets == {(b.metric, b.target) for b in config.budgets}
+
+
+# The controls every search must beat run with the RL searches' budget of candidates and their evaluator settings
+# (the tables say N): random-search against graph-rl's episodes, l1-random-search against amc's.
+CONTROLS = {"random-search": ("graph-rl", "episodes"), "l1-random-search": ("amc", "episodes")}
+SAME_AS_GRAPH_RL = ("search_images", "bn_batches", "eval_batch_size")
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "config").glob("*.yaml") if p.stem != "schema"))
+def test_random_search_controls_match_the_rl_searches(preset: str) -> None:
+    raw = yaml.safe_load((ROOT / "config" / f"{preset}.yaml").read_text())
+    registry.load_plugins(("baselines", "method"))
+    methods = raw.get("methods") or {}
+    resolved = {m: registry.options_from_dict(m, methods[m] or {}) for m in methods if m in registry.method_names()}
+    checked = 0
+    for control, (rl, episodes) in CONTROLS.items():
+        if control not in resolved:
+            continue
+        assert rl in resolved, f"{preset}: {control} runs without {rl}, the search it controls for"
+        assert resolved[control].evaluations == getattr(resolved[rl], episodes), (preset, control)
+        for option in SAME_AS_GRAPH_RL:
+            assert getattr(resolved[control], option) == getattr(resolved["graph-rl"], option), (preset, control, option)
+        checked += 1
+    if preset in PRESETS:
+        assert checked == len(CONTROLS), f"{preset} must run both random-search controls"

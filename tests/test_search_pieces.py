@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from harness.data import make_loader
+from harness.errors import UserError
 from harness.metrics import topk_accuracy
 from harness.prune import CostModel, apply_plan, find_groups, min_keep
 from harness.search import SearchEvaluator, max_keep_allowed, project
@@ -66,6 +67,38 @@ def test_masked_evaluation_matches_physical_pruning(name):
             masked = net(x)
         with torch.no_grad():
             torch.testing.assert_close(masked, pruned(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_pruned_mode_scores_the_physically_pruned_network_like_the_masked_mode(name):
+    """Issue 13: ``mode="pruned"`` runs the candidate at its own cost and gives the masked mode's numbers."""
+    model, splits, example = _setup(name)
+    groups = find_groups(model, example)
+    kw = dict(bn_batches=3, batch_size=32, example_input=example, groups=groups)
+    masked = SearchEvaluator(model, splits, "cpu", **kw)
+    pruned = SearchEvaluator(model, splits, "cpu", mode="pruned", **kw)
+    dense_params = sum(p.numel() for p in pruned.net.parameters())
+    rng = random.Random(2)
+    x = splits.search.tensors[0][:48]
+    for trial in range(3):
+        keep = _random_keep(groups, rng)
+        with torch.no_grad():  # a search calls it without grad: the surgery must still trace
+            assert pruned.evaluate(keep) == masked.evaluate(keep), trial
+        with masked.applied(keep) as a, torch.no_grad():
+            ref = a(x)
+        with pruned.applied(keep) as b, torch.no_grad():
+            got = b(x)
+            assert sum(p.numel() for p in b.parameters()) < dense_params  # the channels are gone
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    # the working network is never pruned in place: the next candidate starts from the dense one
+    assert sum(p.numel() for p in pruned.net.parameters()) == dense_params
+    assert pruned.evaluate({}) == masked.evaluate({})
+
+
+def test_an_unknown_candidate_mode_is_one_line():
+    model, splits, example = _setup("resnet")
+    with pytest.raises(UserError, match="candidate evaluation mode must be one of masked, pruned"):
+        SearchEvaluator(model, splits, "cpu", example_input=example, mode="surgery")
 
 
 def test_evaluation_restores_state_and_leaves_base_untouched():
@@ -205,3 +238,78 @@ def test_projection_unreachable_drops_to_floor(resnet_cost):
     out, n = project(cost, groups, full, scores, "params", 0.999, 0.1)
     assert all(out[g.id].numel() == min_keep(g, 0.1) for g in groups)
     assert n == sum(g.size - min_keep(g, 0.1) for g in groups)
+
+
+# ------------------------------------------------------------------------------------------- fair wall, fill
+@pytest.mark.parametrize("metric", ["macs", "params"])
+def test_fair_ratio_is_the_largest_uniform_ratio_that_meets_the_target(resnet_cost, metric):
+    from harness.search import fair_ratio
+    from harness.search.wall import _ratio_counts
+
+    cost, groups = resnet_cost
+    rng = random.Random(metric)
+    for _ in range(20):
+        target = rng.uniform(0.1, 0.7)
+        start = rng.randrange(len(groups))
+        decided = {g.id: rng.randint(g.size // 2, g.size) for g in groups[:start]}
+        r = fair_ratio(cost, groups, decided, start, metric, target, 0.1)
+        counts = {**decided, **_ratio_counts(groups[start:], r, 0.1)}
+        if 0.0 < r < 1.0:
+            assert _red(cost, counts, metric) >= target - 1e-12
+            bigger = {**decided, **_ratio_counts(groups[start:], min(1.0, r + 0.02), 0.1)}
+            assert _red(cost, bigger, metric) < target or bigger == counts
+    assert fair_ratio(cost, groups, {}, 0, metric, 0.0, 0.1) == 1.0
+    assert fair_ratio(cost, groups, {}, 0, metric, 0.999, 0.1) == 0.0
+
+
+def test_the_fair_wall_reserves_the_later_groups_share(resnet_cost):
+    """reserve = 1: the first group may keep about the fair ratio, not everything the min_keep wall allows."""
+    from harness.search import fair_ratio
+
+    cost, groups = resnet_cost
+    spec = max_keep_allowed(cost, groups, {}, 0, "macs", 0.5, 0.1)
+    fair = max_keep_allowed(cost, groups, {}, 0, "macs", 0.5, 0.1, reserve=1.0)
+    r = fair_ratio(cost, groups, {}, 0, "macs", 0.5, 0.1)
+    assert fair < spec and abs(fair - r * groups[0].size) <= 1.5
+    with pytest.raises(Exception, match="reserve"):
+        max_keep_allowed(cost, groups, {}, 0, "macs", 0.5, 0.1, reserve=1.5)
+
+
+@pytest.mark.parametrize("metric", ["macs", "params"])
+def test_fill_keeps_the_allocation_and_leaves_no_channel_that_fits(resnet_cost, metric):
+    from harness.search import fill
+
+    cost, groups = resnet_cost
+    g = torch.Generator().manual_seed(0)
+    for trial in range(10):
+        keep = {grp.id: torch.randperm(grp.size, generator=g)[: max(1, grp.size // 4)] for grp in groups}
+        scores = {grp.id: torch.rand(grp.size, generator=g, dtype=torch.float64) for grp in groups}
+        out, added = fill(cost, groups, keep, scores, metric, 0.4)
+        counts = {k: int(v.numel()) for k, v in out.items()}
+        assert _red(cost, counts, metric) >= 0.4 - 1e-12
+        assert added == sum(counts.values()) - sum(int(v.numel()) for v in keep.values()) > 0
+        for grp in groups:  # kept channels stay kept; the added ones are the group's best-scored pruned ones
+            assert set(keep[grp.id].tolist()) <= set(out[grp.id].tolist())
+            new = sorted(set(out[grp.id].tolist()) - set(keep[grp.id].tolist()))
+            rest = sorted(set(range(grp.size)) - set(out[grp.id].tolist()))
+            if new and rest:
+                assert min(scores[grp.id][new]) >= max(scores[grp.id][rest]) - 1e-12
+            if counts[grp.id] < grp.size:  # maximal: one more channel anywhere breaks the budget
+                assert _red(cost, {**counts, grp.id: counts[grp.id] + 1}, metric) < 0.4
+    # an infeasible plan is returned unchanged
+    full = {grp.id: torch.arange(grp.size) for grp in groups}
+    same, n = fill(cost, groups, full, {grp.id: torch.zeros(grp.size) for grp in groups}, metric, 0.4)
+    assert n == 0 and all(torch.equal(same[k], v) for k, v in full.items())
+
+
+def test_fill_scales_every_group_by_one_factor_before_the_global_pass(resnet_cost):
+    """A group-wide offset in the scores must not hand the whole slack to that group."""
+    from harness.search import fill
+
+    cost, groups = resnet_cost
+    keep = {grp.id: torch.arange(max(1, grp.size // 4)) for grp in groups}
+    scores = {grp.id: torch.rand(grp.size, dtype=torch.float64) + (10.0 if i == len(groups) - 1 else 0.0)
+              for i, grp in enumerate(groups)}
+    out, _ = fill(cost, groups, keep, scores, "macs", 0.4)
+    fractions = [out[grp.id].numel() / grp.size for grp in groups]
+    assert max(fractions) - min(fractions) < 0.35, fractions  # not one group at 1.0 and the rest at 0.25

@@ -65,6 +65,17 @@ def test_smoke_dag_produces_tables_and_figures(smoke_run: Path) -> None:
     summary = pd.read_csv(tables / "summary.csv")
     assert len(summary) == len(grid)
     assert (tables / "synthetic_resnet20.md").read_text().count("| ours |") == len(summary)
+    # every final plan is scored on the held-out part of the search split; the searches say how many candidates
+    assert runs["heldout_top1"].between(0.0, 100.0).all()
+    md = (tables / "synthetic_resnet20.md").read_text()
+    for method in ("random-search", "l1-random-search"):
+        if method in SMOKE["methods"]:
+            n = SMOKE["methods"][method]["evaluations"]
+            assert (runs.loc[runs["method"] == method, "search_evaluations"] == n).all()
+            assert f"| {method} (N={n}) |" in md
+            logs = list((smoke_run / SMOKE["results_dir"] / "runs").rglob(f"{method}/*/seed*/search_log.csv"))
+            assert len(logs) == len(SMOKE["budgets"]) * len(SMOKE["seeds"])
+            assert {"episode", "accuracy", "best_accuracy", "feasible"} <= set(logs[0].read_text().split("\n")[0].split(","))
     figures = smoke_run / SMOKE["figures_dir"]
     for name in ("accuracy_vs_macs_synthetic_resnet20", "kept_channels_synthetic_resnet20_macs-0.5"):
         for ext in ("png", "pdf"):
@@ -185,7 +196,8 @@ def _real_run_config(tmp_path: Path, **changes) -> Path:
 def test_unreachable_budget_stops_before_any_job(tmp_path: Path) -> None:
     # Keeping half of every group's channels removes at most about 3/4 of the MACs: 0.9 is out of reach.
     config = _real_run_config(tmp_path, budgets=[{"metric": "macs", "target": 0.9}], methods={"l1-uniform": {}},
-                              prune={"min_keep_fraction": 0.5, "tolerance": 0.01, "scope": "all"})
+                              prune={"min_keep_fraction": 0.5, "tolerance": 0.01, "scope": "all",
+                                     "heldout_images": SMOKE["prune"]["heldout_images"]})
     result = snakemake(tmp_path, config, "--cores", "1")
     assert result.returncode != 0
     output = result.stdout + result.stderr

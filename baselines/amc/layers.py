@@ -19,17 +19,15 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch_pruning.pruner import function as tpf
 
-from harness.prune import Group, build_graph, channel_l1, tp_group
-from harness.prune.groups import execution_order, hooked_forward
+from harness.prune import Group, build_graph, consumer_l1
+from harness.prune.groups import consumer_items, execution_order, hooked_forward
 
 STATES = ("paper", "code")
 PAPER_FEATURES = ("t", "n", "c", "h", "w", "stride", "k", "flops", "reduced", "rest", "prev_action")
 CODE_FEATURES = ("t", "type", "c", "n", "stride", "k", "weights", "reduced", "rest", "prev_action")
 DYNAMIC = 3  # reduced, rest, a_{t-1}: the last three columns of both layouts
 
-_IN_FNS = (tpf.prune_conv_in_channels, tpf.prune_linear_in_channels)
 
 
 @dataclass(frozen=True)
@@ -50,14 +48,8 @@ class AMCLayer:
     flops: float                 # FLOPs[t]: base MACs per image of the consumers
 
 
-def _is_plain(m: nn.Module) -> bool:
-    return isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1 and not m.transposed)
-
-
 def _consumer_items(graph, group: Group, names: dict[nn.Module, str]) -> list:
-    return [item for item in tp_group(graph, group)
-            if item.dep.handler in _IN_FNS and isinstance(item.dep.target.module, nn.Module)
-            and item.dep.target.module in names and _is_plain(item.dep.target.module)]
+    return consumer_items(graph, group, names)
 
 
 def build_layers(model: nn.Module, example_input: torch.Tensor, groups: Sequence[Group], *,
@@ -97,37 +89,16 @@ def build_layers(model: nn.Module, example_input: torch.Tensor, groups: Sequence
     return layers
 
 
-@torch.no_grad()
 def input_channel_l1(model: nn.Module, example_input: torch.Tensor, layers: Sequence[AMCLayer], *,
                      graph=None) -> dict[str, torch.Tensor]:
     """AMC's channel ranking: per group channel, the L1 of the consumers' input-channel weights.
 
     The official code ranks layer t's input channels by ``|W|.sum((0, 2, 3))`` (over output channels and
-    kernel positions); here summed over every consumer of the group (one, for block-internal groups). A
-    linear consumer after a flatten reads several features per channel; they are summed into the channel.
-    Float64 CPU tensors of length ``group.size`` in the root's channel order.
+    kernel positions); here summed over every consumer of the group (one, for block-internal groups):
+    :func:`harness.prune.consumer_l1`, which l1-random-search (AMC without learning) shares. Float64 CPU
+    tensors of length ``group.size`` in the root's channel order.
     """
-    graph = graph or build_graph(model, example_input)
-    names = {m: n for n, m in model.named_modules()}
-    out: dict[str, torch.Tensor] = {}
-    fallback = [la.group for la in layers if not la.consumers]
-    producer_l1 = channel_l1(model, example_input, fallback, graph=graph) if fallback else {}
-    for la in layers:
-        g = la.group
-        if not la.consumers:
-            out[g.id] = producer_l1[g.id].double()
-            continue
-        score = torch.zeros(g.size, dtype=torch.float64)
-        for item in _consumer_items(graph, g, names):
-            roots = item.root_idxs
-            if roots is None or any(r is None for r in roots):
-                continue
-            w = item.dep.target.module.weight.detach().to("cpu", torch.float64)
-            cols = w[:, list(item.idxs)]
-            local = cols.abs().sum(dim=tuple(d for d in range(cols.dim()) if d != 1))
-            score.scatter_add_(0, torch.as_tensor(list(roots), dtype=torch.long), local)
-        out[g.id] = score
-    return out
+    return consumer_l1(model, example_input, [la.group for la in layers], graph=graph)
 
 
 def static_features(layers: Sequence[AMCLayer], state: str = "paper") -> np.ndarray:

@@ -10,14 +10,14 @@ option is listed in docs/amc.md with where it comes from.
 
 The best-reward strategy seen is exported (the official ``best_strategy``). The agent, its replay buffer,
 the reward baseline, the log and the best plan are checkpointed in the workdir every ``checkpoint_every``
-episodes, and each episode's random draws come from a seed derived from (seed, episode), so a killed search
-resumed from its checkpoint ends with the same plan as an uninterrupted one (CPU).
+episodes with a fingerprint (:mod:`harness.search.checkpoint`: options, base weights, budget, seed, search
+images; a checkpoint of another search is ignored with a warning), and each episode's random draws come
+from a seed derived from (seed, episode), so a killed search resumed from its checkpoint ends with the same
+plan as an uninterrupted one (CPU).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import logging
 import random
 import time
@@ -30,9 +30,10 @@ import torch
 from torch.utils.data import Subset
 
 from harness.errors import UserError
-from harness.io import torch_save, write_text
+from harness.io import write_csv
 from harness.registry import Keep, PruneContext, learner_config, register_method
-from harness.search import SearchEvaluator
+from harness.search import CANDIDATE_MODES, SearchEvaluator
+from harness.search import checkpoint as search_checkpoint
 from baselines.amc.ddpg import DDPGAgent, DDPGConfig, run_episode
 from baselines.amc.env import AMCEnv
 from baselines.amc.layers import STATES
@@ -76,8 +77,12 @@ class AMCOptions:
     eval_batch_size: int = 256
     search_size: int = 0         # evaluate on the first N search-split images (0: all of them)
     checkpoint_every: int = 10
+    candidate_eval: str = "masked"  # "masked" | "pruned": SearchEvaluator's mode (the same accuracy, cheaper)
 
     def __post_init__(self) -> None:
+        if self.candidate_eval not in CANDIDATE_MODES:
+            raise UserError(f"amc option candidate_eval must be one of {', '.join(CANDIDATE_MODES)}, "
+                            f"got {self.candidate_eval!r}")
         if not isinstance(self.reconstruct, bool):
             raise UserError(f"amc option reconstruct must be true or false, got {self.reconstruct!r}")
         ints = {"episodes": 1, "warmup": 0, "round_to": 1, "calib_images": 1, "calib_points": 1, "hidden1": 1, "hidden2": 1, "batch_size": 1,
@@ -129,11 +134,7 @@ def search_splits(splits: Any, search_size: int) -> Any:
 
 
 def write_log(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
+    write_csv(path, LOG_COLUMNS, rows)
 
 
 def build_env(ctx: PruneContext, opts: AMCOptions, evaluator: Any = None) -> AMCEnv:
@@ -147,17 +148,27 @@ def build_env(ctx: PruneContext, opts: AMCOptions, evaluator: Any = None) -> AMC
 
 
 def build_evaluator(ctx: PruneContext, opts: AMCOptions, env: AMCEnv) -> Any:
-    """Search-split top-1 of a keep-plan: masked channels, optional BN recalibration, optional re-fit."""
+    """Search-split top-1 of a keep-plan (masked or pruned candidates), optional BN recalibration and re-fit."""
     evaluator = SearchEvaluator(ctx.model, search_splits(ctx.splits, opts.search_size), ctx.device,
                                 bn_batches=opts.bn_batches, batch_size=opts.eval_batch_size,
                                 eval_batch_size=opts.eval_batch_size, example_input=ctx.example_input,
-                                groups=env.groups)
+                                groups=env.groups, mode=opts.candidate_eval)
     if not opts.reconstruct:
         return evaluator
     rec = Reconstruction(ctx.model, ctx.example_input, env.layers, ctx.splits.train_plain,
                          images=opts.calib_images, points=opts.calib_points, batch_size=opts.eval_batch_size,
                          seed=ctx.seed, device=ctx.device)
     return ReconstructingEvaluator(evaluator, rec)
+
+
+def search_fingerprint(ctx: PruneContext, opts: AMCOptions) -> dict[str, Any]:
+    """What ``agent.pt`` must match to be resumed: method, options, base weights, budget, seed, groups, the
+    search images the evaluator scores on, and the training images the re-fit / BN recalibration draw from."""
+    splits = ctx.splits
+    scored = search_splits(splits, opts.search_size).search if splits is not None else None
+    return search_checkpoint.fingerprint(
+        ctx, "amc", search_split=scored,
+        train_split=search_checkpoint.dataset_digest(getattr(splits, "train_plain", None)))
 
 
 @register_method("amc", options=AMCOptions, search_log=True,
@@ -172,11 +183,12 @@ def amc(ctx: PruneContext) -> Keep:
     agent = DDPGAgent(env.observation_space.shape[0], opts.ddpg())
 
     checkpoint = workdir / "agent.pt"
+    fingerprint = search_fingerprint(ctx, opts)
     rows: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     start = 0
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = search_checkpoint.load(checkpoint, fingerprint, "amc")  # None: fresh (another search's is ignored)
+    if state is not None:
         agent.load_state_dict(state["agent"])
         rows, best, start = state["rows"], state["best"], int(state["episode"])
         log.info("amc: resuming after episode %d from %s", start, checkpoint)
@@ -197,12 +209,14 @@ def amc(ctx: PruneContext) -> Keep:
                      "refit_s": getattr(env.evaluator, "last_refit_s", 0.0), "wall_s": time.perf_counter() - t0,
                      "strategy": " ".join(f"{r:.4f}" for r in info["strategy"])})
         if (episode + 1) % opts.checkpoint_every == 0 or episode + 1 == opts.episodes:
-            torch_save({"agent": agent.state_dict(), "rows": rows, "best": best, "episode": episode + 1}, checkpoint)
+            search_checkpoint.save(checkpoint, fingerprint, {"agent": agent.state_dict(), "rows": rows, "best": best,
+                                                             "episode": episode + 1})
             write_log(workdir / "search_log.csv", rows)
     write_log(workdir / "search_log.csv", rows)
     if best is None:
         raise RuntimeError("amc ran no episode")
     log.info("amc: best reward %.4f (top-1 %.2f %%) at episode %d", best["reward"], best["accuracy"], best["episode"])
+    ctx.meta["search_evaluations"] = int(opts.episodes)  # one scored candidate per episode
     ctx.meta["amc"] = {"best_episode": best["episode"], "best_reward": best["reward"],
                        "best_search_top1": best["accuracy"], "strategy": [round(r, 6) for r in best["strategy"]],
                        "layers": [la.module for la in env.layers]}

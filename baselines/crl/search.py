@@ -14,15 +14,14 @@ by default (a prune fraction per conv layer, then per-layer weight-magnitude pru
 params are non-zeros, its MACs dense, and it only takes params budgets.
 
 The agent, the normalisation statistics, the environments' episodes in progress and the log are checkpointed
-after every update (``agent.pt`` in the workdir), so a killed search resumes where it stopped; with a fixed
+after every update (``agent.pt`` in the workdir, with a fingerprint of the options, base weights and reward
+images: another search's checkpoint is ignored), so a killed search resumes where it stopped; with a fixed
 seed the search is deterministic on the CPU (except with ``cost: latency``, which is measured).
 """
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import logging
 import math
 import time
@@ -36,10 +35,11 @@ from torch import nn
 from torch.utils.data import Subset
 
 from harness.errors import BudgetNotMet, UserError
-from harness.io import torch_save, write_text
+from harness.io import write_csv
 from harness.prune.unstructured import WeightSparsity, magnitude_masks, magnitude_order
 from harness.registry import Keep, PruneContext, learner_config, register_method
 from harness.search import SearchEvaluator, project
+from harness.search import checkpoint as search_checkpoint
 from harness.search.ppo_lagrangian import PPOLagConfig, PPOLagrangian
 from baselines.crl.cost import CostMeter
 from baselines.crl.env import ConstrainedPruningEnv, Episode
@@ -89,14 +89,6 @@ def paper_finetune_recipe(ctx: PruneContext) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
-
-
 @contextlib.contextmanager
 def masked_weights(net: nn.Module, masks: Mapping[str, torch.Tensor]) -> Iterator[nn.Module]:
     """``net`` with the weights of ``masks`` multiplied in, restored on exit."""
@@ -173,10 +165,22 @@ class _Search:
                              normalize_reward=o.normalize, normalize_cost=o.normalize, seed=self.ctx.seed)
         return PPOLagrangian(obs_dim, self.act_dim, cfg)
 
+    def reward_images(self) -> Any:
+        """The images the episode rewards are measured on (:class:`EpisodeScorer`): the first
+        ``reward_samples`` of the search split, or random draws from the augmented training split."""
+        splits, o = self.ctx.splits, self.opts
+        if o.reward_split == "search":
+            return Subset(splits.search, range(min(o.reward_samples, len(splits.search))))
+        return splits.train
+
     def fingerprint(self) -> dict[str, Any]:
-        """What a checkpoint must match to be resumed (else the search starts over)."""
-        return {"variant": self.variant, "options": dataclasses.asdict(self.opts), "seed": self.ctx.seed,
-                "budget": self.ctx.budget.to_dict(), "units": [(u.name, u.size) for u in self.units]}
+        """What a checkpoint must match to be resumed (else the search starts over, with a warning): method and
+        variant, options, base weights, budget, seed, groups, units, the reward images and the training
+        images the inner fine-tune draws from (:mod:`harness.search.checkpoint`)."""
+        return search_checkpoint.fingerprint(
+            self.ctx, f"crl-{self.variant}", search_split=self.reward_images(),
+            units=[(u.name, u.size) for u in self.units],
+            train_split=search_checkpoint.dataset_digest(self.ctx.splits.train))
 
     # ------------------------------------------------------------------------------------------ training
     def train(self) -> tuple[PPOLagrangian, list[dict[str, Any]]]:
@@ -192,19 +196,17 @@ class _Search:
         agent = self.agent(envs.single_observation_space.shape[0])
         n_updates = math.ceil(o.timesteps / (o.n_envs * o.n_steps))
         checkpoint = self.workdir / "agent.pt"
+        fingerprint = self.fingerprint()
         rows: list[dict[str, Any]] = []
         best = math.nan
         start = 0
-        if checkpoint.exists():
-            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-            if state.get("fingerprint") == self.fingerprint():
-                agent.load_state_dict(state["agent"])
-                for env, es in zip(envs.envs, state["envs"]):
-                    env.load_state_dict(es)
-                rows, best, start = state["rows"], state["best"], state["update"]
-                log.info("crl-%s: resuming after update %d/%d from %s", self.variant, start, n_updates, checkpoint)
-            else:
-                log.warning("crl-%s: %s was written for other options; starting over", self.variant, checkpoint)
+        state = search_checkpoint.load(checkpoint, fingerprint, f"crl-{self.variant}")  # None: start fresh
+        if state is not None:
+            agent.load_state_dict(state["agent"])
+            for env, es in zip(envs.envs, state["envs"]):
+                env.load_state_dict(es)
+            rows, best, start = state["rows"], state["best"], state["update"]
+            log.info("crl-%s: resuming after update %d/%d from %s", self.variant, start, n_updates, checkpoint)
         if start == 0:
             obs, _ = envs.reset(seed=ctx.seed)
             agent.start(obs)
@@ -221,15 +223,17 @@ class _Search:
                 if ep.measure.feasible and not ep.accuracy <= best:  # NaN-safe running max
                     best = ep.accuracy
             rows.append(self._row(update, agent, stats, finished, best, time.perf_counter() - t0, envs))
-            torch_save({"fingerprint": self.fingerprint(), "agent": agent.state_dict(),
-                        "envs": [e.state_dict() for e in envs.envs], "rows": rows, "best": best,
-                        "update": update + 1}, checkpoint)
-            _write_csv(self.workdir / "search_log.csv", LOG_COLUMNS, rows)
+            search_checkpoint.save(checkpoint, fingerprint, {
+                "agent": agent.state_dict(), "envs": [e.state_dict() for e in envs.envs], "rows": rows,
+                "best": best, "update": update + 1})
+            write_csv(self.workdir / "search_log.csv", LOG_COLUMNS, rows)
             r = rows[-1]
             log.info("crl-%s update %d/%d: reward %.2f, mean cost %.2f (budget %.2f), nu %.3f, %.1fs",
                      self.variant, update + 1, n_updates, r["reward"], r["mean_cost"], self.budget, r["nu"],
                      r["wall_s"])
-        _write_csv(self.workdir / "search_log.csv", LOG_COLUMNS, rows)
+        write_csv(self.workdir / "search_log.csv", LOG_COLUMNS, rows)
+        # every finished training episode was scored once (its reward), whether or not it was resumed
+        self.train_episodes = int(rows[-1]["episode"]) if rows else 0
         return agent, rows
 
     def _row(self, update: int, agent: PPOLagrangian, stats: dict[str, float], eps: list[Episode], best: float,
@@ -294,7 +298,7 @@ class _Search:
             achieved = [(c.measure.macs_reduction if ctx.budget.metric == "macs" else c.measure.params_reduction)
                         for _, c in candidates]
             if o.on_infeasible == "error":
-                _write_csv(self.workdir / "final_candidates.csv", FINAL_COLUMNS, rows)
+                write_csv(self.workdir / "final_candidates.csv", FINAL_COLUMNS, rows)
                 raise BudgetNotMet(
                     f"crl-{self.variant}: none of the {len(candidates)} final rollouts meets the {ctx.budget.metric} "
                     f"budget (best reduction {max(achieved):.4f} < {ctx.budget.target:g} - {ctx.budget.tolerance:g}); "
@@ -306,7 +310,9 @@ class _Search:
             rows[chosen]["chosen"] = True
             ep = candidates[chosen][1]
             result = ep.sparsity if self.variant == "layer" else ep.keep
-        _write_csv(self.workdir / "final_candidates.csv", FINAL_COLUMNS, rows)
+        write_csv(self.workdir / "final_candidates.csv", FINAL_COLUMNS, rows)
+        # candidates scored: one per training episode, plus the distinct feasible final rollouts
+        ctx.meta["search_evaluations"] = getattr(self, "train_episodes", 0) + len(scored)
         ctx.meta["crl"] = {"candidates": len(candidates), "feasible": sum(r["feasible"] for r in rows),
                            "chosen": chosen, "chosen_kind": candidates[chosen][0], "search_accuracy": acc,
                            "projected": projected, "updates": agent.updates, "timesteps": agent.timesteps,

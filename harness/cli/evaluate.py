@@ -10,6 +10,23 @@ from typing import Any
 from harness.cli import common
 
 
+def plan_useful_recall(plan: Any, ground_truth: str | None) -> float | None:
+    """Fraction of the planted useful channels the plan keeps; None without a ground truth or for an
+    unstructured plan (it keeps every channel and zeroes weights instead)."""
+    from harness.models.planted import read_ground_truth, useful_recall
+
+    from harness.errors import UserError
+
+    if not ground_truth or not bool(plan.meta.get("structured", True)):
+        return None
+    truth = read_ground_truth(ground_truth)
+    unknown = sorted(set(plan.keep) - set(truth))
+    if unknown:
+        raise UserError(f"the plan prunes groups the ground truth {ground_truth} does not know: "
+                        f"{', '.join(unknown[:5])} (a plan of another model?)")
+    return useful_recall(plan.keep, truth)
+
+
 def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     from harness.data import build_splits, make_loader
     from harness.io import read_json, write_json
@@ -39,6 +56,11 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
         "macs_reduction": report.macs_reduction, "params_reduction": report.params_reduction,
         "achieved_reduction": report.achieved, "finetune_epochs": ft["finetune_epochs"],
         "search_wall_s": plan.meta.get("search_wall_s", 0.0), "finetune_wall_s": ft["finetune_wall_s"],
+        # prune stage facts: the final plan's top-1 on the held-out part of the search split (null when off),
+        # and how many candidates a search scored (null for methods that do not say)
+        "heldout_top1": plan.meta.get("heldout_top1"), "search_evaluations": plan.meta.get("search_evaluations"),
+        # planted benchmark: fraction of the useful channels the plan keeps (null for other archs / unstructured)
+        "useful_recall": plan_useful_recall(plan, args.ground_truth),
         "git_commit": common.git_commit(), "device": str(device), **common.versions(),
     }
     write_json(args.out, record)
@@ -56,4 +78,6 @@ if __name__ == "__main__":
     p.add_argument("--model", required=True)
     p.add_argument("--finetune-info", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--ground-truth", default=None,
+                   help="planted archs: ground_truth.json of the base, for the useful_recall column")
     common.run_main(main, p)

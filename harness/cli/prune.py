@@ -2,6 +2,10 @@
 
 The plan is applied to a copy and measured before it is written: a plan that misses its budget is an
 error (BudgetNotMet), never a file.
+
+The method sees the search split less ``prune.heldout_images`` held-out images (harness.data.hold_out, the
+same images for every method and seed); its final, physically pruned model is scored on them afterwards,
+with BN re-estimated on ``prune.heldout_bn_batches`` seeded training batches: ``meta.heldout_top1``.
 """
 from __future__ import annotations
 
@@ -13,10 +17,27 @@ from typing import Any
 
 from harness.cli import common
 
+#: Batch size of the BN re-estimation before the held-out score (and of its forward passes).
+HELDOUT_BATCH = 256
+
+
+def heldout_top1(model: Any, heldout: Any, train_plain: Any, bn_batches: int, device: Any) -> float:
+    """Top-1 (percent) of a copy of ``model`` on ``heldout`` after re-estimating its BN statistics on the first
+    ``bn_batches`` batches of ``train_plain`` (batches of 256, shuffled with seed 0; 0 = keep the statistics)."""
+    from harness.data import make_loader
+    from harness.metrics import topk_accuracy
+    from harness.train import recalibrate_bn
+
+    net = copy.deepcopy(model).to(device).eval()
+    if bn_batches:
+        recalibrate_bn(net, make_loader(train_plain, HELDOUT_BATCH, shuffle=True, seed=0), bn_batches, device)
+    return topk_accuracy(net, make_loader(heldout, HELDOUT_BATCH, shuffle=False, seed=0), device, ks=(1,))["top1"]
+
 
 def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     from harness import registry
-    from harness.data import build_splits
+    from harness.data import build_splits, hold_out
+    from harness.data.holdout import DEFAULT_HELDOUT_BN_BATCHES, DEFAULT_HELDOUT_IMAGES
     from harness.io import copy_file
     from harness.metrics import complexity
     from harness.errors import UserError
@@ -32,12 +53,17 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     prune_cfg = spec.get("prune") or {}
     budget = Budget(args.metric, float(args.target), tolerance=float(prune_cfg.get("tolerance", 0.01)))
     min_keep_fraction = float(prune_cfg.get("min_keep_fraction", 0.1))
+    heldout_images = int(prune_cfg.get("heldout_images", DEFAULT_HELDOUT_IMAGES))
+    heldout_bn_batches = int(prune_cfg.get("heldout_bn_batches", DEFAULT_HELDOUT_BN_BATCHES))
     if not method.supports(budget.metric):
         raise UserError(f"method {args.method!r} cannot meet a {budget.metric} budget "
                         f"(it supports: {', '.join(method.budget_metrics)})")
 
     device = common.acquire_device()
     splits = build_splits(common.data_config(spec))
+    # The method never sees the held-out images: they score its final plan below (a too-large
+    # prune.heldout_images is a one-line UserError here, before the method runs).
+    method_splits, heldout = hold_out(splits, heldout_images)
     info = splits.info
     model = common.load_base(spec, info, args.base)
     example = common.example_input(info)
@@ -50,7 +76,7 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     ctx = registry.PruneContext(
         model=model.to(device), example_input=example.to(device), groups=groups, cost=cost, budget=budget,
-        min_keep_fraction=min_keep_fraction, splits=splits, device=device, seed=args.seed, options=options,
+        min_keep_fraction=min_keep_fraction, splits=method_splits, device=device, seed=args.seed, options=options,
         workdir=workdir, arch=spec["arch"],
     )
     start = time.time()
@@ -76,6 +102,9 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     else:
         size = complexity(pruned, shape)
     report = check_budget(complexity(model.cpu(), shape), size, budget)
+    # the final model (an unstructured plan with its sparsity applied) on images the method did not select on
+    heldout_acc = (heldout_top1(pruned, heldout, splits.train_plain, heldout_bn_batches, device)
+                   if heldout is not None else None)
     plan = PruningPlan(
         method=args.method, dataset=info.name, arch=spec["arch"], seed=args.seed, budget=budget,
         groups=tuple((g, tuple(full_keep[g.id])) for g in groups),
@@ -84,7 +113,7 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
                   "params_reduction": report.params_reduction},
         meta={**ctx.meta, "search_wall_s": search_wall, "options": spec.get("method_options") or {},
               "structured": method.structured, "device": str(device),
-              "l1_jaccard": overlap,
+              "l1_jaccard": overlap, "heldout_top1": heldout_acc, "heldout_images": heldout_images,
               **({META_KEY: sparsity.to_dict()} if sparsity is not None else {})},
     )
     if args.search_log:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from .config import DataConfig, info_for
 from .device import DeviceData, TensorSource, device_data_fits, loader_batches, tensor_source
 from .download import fetch
+from .holdout import heldout_positions, hold_out
 from .info import DATASETS, DatasetInfo, dataset_info
 from .loader import make_loader
 from .paths import check_available
@@ -25,6 +26,8 @@ __all__ = [
     "Splits",
     "build_splits",
     "split_indices",
+    "hold_out",
+    "heldout_positions",
     "make_loader",
     "TensorImageDataset",
     "TensorTransform",

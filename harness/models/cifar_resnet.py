@@ -45,12 +45,14 @@ class CifarResNet(nn.Module):
     Global average pooling is adaptive, so any input size >= 1x1 works (28x28 Fashion-MNIST as well as 32x32).
     """
 
-    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> None:
+    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
+                 widths: tuple[int, int, int] | None = None) -> None:
         super().__init__()
         if (depth - 2) % 6 != 0:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6
-        widths = [scale_channels(c, width) for c in (16, 32, 64)]
+        # ``widths`` (the three stage widths) overrides ``width``: the planted benchmark's widened copies
+        widths = list(widths) if widths is not None else [scale_channels(c, width) for c in (16, 32, 64)]
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)

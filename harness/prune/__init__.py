@@ -13,12 +13,13 @@ from __future__ import annotations
 from harness.prune.budget import (Budget, BudgetReport, budget_report, check_budget, check_reachable,
                                   max_reachable_reduction, min_keep)
 from harness.prune.cost import CostModel
-from harness.prune.groups import Group, build_graph, channel_l1, default_classifier, find_groups, tp_group
+from harness.prune.groups import (Group, build_graph, channel_l1, consumer_l1, default_classifier, find_groups,
+                                  tp_group)
 from harness.prune.plan import PruningPlan, validate_keep
 from harness.prune.surgery import apply_plan, load_pruned, save_pruned
 
 __all__ = [
     "Budget", "BudgetReport", "CostModel", "Group", "PruningPlan", "apply_plan", "budget_report", "build_graph",
-    "channel_l1", "check_budget", "check_reachable", "default_classifier", "find_groups", "load_pruned",
+    "channel_l1", "consumer_l1", "check_budget", "check_reachable", "default_classifier", "find_groups", "load_pruned",
     "max_reachable_reduction", "min_keep", "save_pruned", "tp_group", "validate_keep",
 ]

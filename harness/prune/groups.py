@@ -222,3 +222,51 @@ def channel_l1(model: nn.Module, example_input: torch.Tensor, groups: Sequence[G
             score.scatter_add_(0, torch.tensor(root_idxs, dtype=torch.long), local)
         out[group.id] = score.float()
     return out
+
+
+_IN_FILTER_FNS = (tpf.prune_conv_in_channels, tpf.prune_linear_in_channels)
+
+
+def _is_plain(m: nn.Module) -> bool:
+    """A conv or linear layer that reads every input channel (not depthwise/grouped, not transposed)."""
+    return isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1 and not m.transposed)
+
+
+def consumer_items(graph: tp.DependencyGraph, group: Group, names: dict[nn.Module, str]) -> list:
+    """The group's dependency items that prune a plain conv/linear's *input* channels (its consumers)."""
+    return [item for item in tp_group(graph, group)
+            if item.dep.handler in _IN_FILTER_FNS and isinstance(item.dep.target.module, nn.Module)
+            and item.dep.target.module in names and _is_plain(item.dep.target.module)]
+
+
+@torch.no_grad()
+def consumer_l1(model: nn.Module, example_input: torch.Tensor, groups: Sequence[Group], *,
+                graph: tp.DependencyGraph | None = None) -> dict[str, torch.Tensor]:
+    """Per channel, the L1 of the input-channel weights of every plain conv/linear that reads it (AMC's ranking).
+
+    The input-side counterpart of :func:`channel_l1`: what the *consumers* do with a channel rather than how
+    large its filter is (He et al. 2018 rank layer t's input channels by ``|W|.sum((0, 2, 3))``). A linear
+    consumer after a flatten reads several features per channel; they are summed into the channel. A group
+    with no plain consumer (only depthwise readers) falls back to its filter L1. Float64 CPU tensors of
+    length ``group.size`` in the root's channel order.
+    """
+    graph = graph or build_graph(model, example_input)
+    names = {m: n for n, m in model.named_modules()}
+    out: dict[str, torch.Tensor] = {}
+    fallback = [g for g in groups if not consumer_items(graph, g, names)]
+    producer = channel_l1(model, example_input, fallback, graph=graph) if fallback else {}
+    for g in groups:
+        if g.id in producer:
+            out[g.id] = producer[g.id].double()
+            continue
+        score = torch.zeros(g.size, dtype=torch.float64)
+        for item in consumer_items(graph, g, names):
+            roots = item.root_idxs
+            if roots is None or any(r is None for r in roots):
+                continue
+            w = item.dep.target.module.weight.detach().to("cpu", torch.float64)
+            cols = w[:, list(item.idxs)]
+            local = cols.abs().sum(dim=tuple(d for d in range(cols.dim()) if d != 1))
+            score.scatter_add_(0, torch.as_tensor(list(roots), dtype=torch.long), local)
+        out[g.id] = score
+    return out

@@ -25,7 +25,7 @@ import pandas as pd
 
 from harness.results.markdown import render_table
 from harness.results.reported import REPORTED_COLUMNS, load_reported
-from harness.results.schema import RUN_COLUMNS, validate_record
+from harness.results.schema import COLUMN_TYPES, NULLABLE, RUN_COLUMNS, validate_record
 
 #: Keys that identify one run; two metrics.json files with the same key are an error.
 RUN_KEY: tuple[str, ...] = ("dataset", "arch", "method", "budget_metric", "budget_target", "seed")
@@ -35,9 +35,11 @@ GROUP_KEYS: tuple[str, ...] = ("dataset", "arch", "method", "structured", "budge
 SUMMARY_METRICS: tuple[str, ...] = (
     "top1", "top5", "base_top1", "delta_top1", "macs_reduction", "params_reduction", "achieved_reduction",
     "search_wall_s", "finetune_wall_s",
+    "heldout_top1",
+    "useful_recall",
 )
 #: Column order of summary.csv.
-SUMMARY_COLUMNS: tuple[str, ...] = GROUP_KEYS + ("n", "seeds") + tuple(
+SUMMARY_COLUMNS: tuple[str, ...] = GROUP_KEYS + ("n", "seeds", "search_evaluations") + tuple(
     f"{m}_{s}" for m in SUMMARY_METRICS for s in ("mean", "std"))
 #: Column order of kept_channels.csv.
 KEPT_COLUMNS: tuple[str, ...] = (
@@ -45,6 +47,8 @@ KEPT_COLUMNS: tuple[str, ...] = (
     "group_index", "group_id", "size", "kept", "kept_fraction", "l1_jaccard",
 )
 PLAN_FORMAT = "prunebench-plan/1"
+#: Integer run columns that may be blank (``search_evaluations``).
+NULLABLE_INT: tuple[str, ...] = tuple(c for c in RUN_COLUMNS if COLUMN_TYPES[c] is int and c in NULLABLE)
 
 
 def _read_json(path: str | os.PathLike) -> Any:
@@ -68,13 +72,15 @@ def load_runs(metrics_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     df = pd.DataFrame.from_records(records, columns=list(RUN_COLUMNS))
     if df.empty:
         return _typed_empty_runs()
+    df = df.astype({c: "Int64" for c in NULLABLE_INT})  # blank cells, not 24.0
     return df.sort_values(list(RUN_KEY), kind="stable").reset_index(drop=True)
 
 
 def _typed_empty_runs() -> pd.DataFrame:
     from harness.results.schema import COLUMN_TYPES
     kind = {str: "str", int: "int64", float: "float64", bool: "bool"}
-    return pd.DataFrame({c: pd.Series(dtype=kind[COLUMN_TYPES[c]]) for c in RUN_COLUMNS})
+    return pd.DataFrame({c: pd.Series(dtype="Int64" if c in NULLABLE_INT else kind[COLUMN_TYPES[c]])
+                         for c in RUN_COLUMNS})
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
@@ -91,6 +97,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         row: dict[str, Any] = dict(zip(GROUP_KEYS, key))
         row["n"] = len(g)
         row["seeds"] = ";".join(str(s) for s in sorted(g["seed"]))
+        # candidates the search scored: one number when every seed agrees (blank for methods that do not say)
+        evals = g["search_evaluations"].dropna() if "search_evaluations" in g else []
+        row["search_evaluations"] = ";".join(str(int(v)) for v in sorted(set(evals)))
         for m in SUMMARY_METRICS:
             vals = g[m].astype("float64")
             row[f"{m}_mean"] = float(vals.mean()) if vals.notna().any() else math.nan

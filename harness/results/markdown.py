@@ -11,6 +11,8 @@ from typing import Any
 import pandas as pd
 
 DASH = "—"
+#: arch names of the planted-ground-truth benchmark (harness.models.planted.PREFIX; not imported: torch)
+PLANTED_PREFIX = "planted-"
 
 
 def _cell(text: Any) -> str:
@@ -37,6 +39,15 @@ def fmt_mean_std(mean: Any, std: Any = float("nan"), *, digits: int = 2, scale: 
     return text
 
 
+def fmt_evaluations(value: Any) -> str:
+    """``search_evaluations`` of a summary row as text: "" (not a search), "24", or "24;48" (seeds differ)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
 def fmt_budget(metric: str, target: float) -> str:
     return f"{metric} {float(target):.2f}"
 
@@ -53,21 +64,30 @@ def render_table(dataset: str, arch: str, summary: pd.DataFrame, reported: pd.Da
         (reported["dataset"] == dataset) & (reported["arch"] == arch)]
 
     header = ["", "Method", "Budget", "n", "Top-1 (%)", "Δ top-1", "Base top-1 (%)", "Top-5 (%)",
-              "MACs ↓ (%)", "Params ↓ (%)", "Source"]
+              "Held-out top-1 (%)", "MACs ↓ (%)", "Params ↓ (%)", "Source"]
+    # the planted benchmark (harness/models/planted.py): the fraction of the useful channels each plan kept
+    planted = str(arch).startswith(PLANTED_PREFIX)
+    if planted:
+        header.insert(-1, "Useful recall")
     lines = [
         f"# {dataset} / {arch}",
         "",
         "**ours**: mean ± std over seeds (std with ddof = 1; omitted for n = 1), test split, reductions "
         "measured by this suite's MAC/parameter counter relative to our unpruned model. "
         "**reported**: published numbers copied from the cited source, with their own baseline and FLOPs "
-        "convention — compare Δ top-1, not absolute accuracy.",
+        "convention — compare Δ top-1, not absolute accuracy. **Held-out top-1**: the pruned model before "
+        "fine-tuning (BN re-estimated) on the part of the search split no method selects on.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] * len(header)) + "|",
     ]
-    unstructured = False
+    unstructured = searched = False
     for _, r in ours.iterrows():
         method = str(r["method"])
+        evaluations = fmt_evaluations(r.get("search_evaluations"))
+        if evaluations:
+            method += f" (N={evaluations})"  # candidates its search scored: the table says so
+            searched = True
         if not bool(r["structured"]):
             method += " (unstructured †)"
             unstructured = True
@@ -78,10 +98,13 @@ def render_table(dataset: str, arch: str, summary: pd.DataFrame, reported: pd.Da
             fmt_mean_std(r["delta_top1_mean"], r["delta_top1_std"], signed=True),
             fmt_mean_std(r["base_top1_mean"], r["base_top1_std"]),
             fmt_mean_std(r["top5_mean"], r["top5_std"]),
+            fmt_mean_std(r.get("heldout_top1_mean"), r.get("heldout_top1_std")),
             fmt_mean_std(r["macs_reduction_mean"], r["macs_reduction_std"], digits=1, scale=100.0),
             fmt_mean_std(r["params_reduction_mean"], r["params_reduction_std"], digits=1, scale=100.0),
             f"this suite (seeds {r['seeds']})",
         ]
+        if planted:
+            cells.insert(-1, fmt_mean_std(r.get("useful_recall_mean"), r.get("useful_recall_std"), digits=3))
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     notes: list[str] = []
     for _, r in pub.iterrows():
@@ -92,15 +115,26 @@ def render_table(dataset: str, arch: str, summary: pd.DataFrame, reported: pd.Da
             ref = f" [{len(notes)}]"
         cells = [
             "**reported**", f"{r['method']} (reported)", DASH, DASH,
-            fmt_mean_std(r["top1"]), fmt_mean_std(delta, signed=True), fmt_mean_std(r["base_top1"]), DASH,
+            fmt_mean_std(r["top1"]), fmt_mean_std(delta, signed=True), fmt_mean_std(r["base_top1"]), DASH, DASH,
             fmt_mean_std(r["macs_reduction"], digits=1, scale=100.0),
             fmt_mean_std(r["params_reduction"], digits=1, scale=100.0),
             f"{r['source']}{ref}",
         ]
+        if planted:
+            cells.insert(-1, DASH)
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     if ours.empty and pub.empty:
         lines.append("| " + " | ".join([DASH] * len(header)) + " |")
     lines.append("")
+    if planted:
+        lines += ["Useful recall: the fraction of the planted useful channels the plan kept (the others are "
+                  "large-norm decoys that never reach the output; 1 = all kept; — for unstructured plans). "
+                  "Where a budget is above the reduction of the useful-only plan (ground_truth.json), no plan "
+                  "can reach 1.", ""]
+    if searched:
+        lines += ["N = candidate plans a search method scored on the search split before returning its best (RL "
+                  "episodes; random-search evaluations); a search method should beat random-search at the same N.",
+                  ""]
     if unstructured:
         lines += ["† unstructured run (`structured = false` in its metrics.json): weights are masked rather "
                   "than channels removed, so its reductions do not mean a smaller dense model; do not compare "

@@ -18,15 +18,18 @@ RUN_COLUMNS: tuple[str, ...] = (
     "base_macs", "base_params", "macs", "params",
     "macs_reduction", "params_reduction", "achieved_reduction",
     "finetune_epochs", "search_wall_s", "finetune_wall_s",
+    "heldout_top1", "search_evaluations",
+    "useful_recall",
     "git_commit", "python_version", "torch_version", "torchvision_version", "torch_pruning_version",
     "timm_version", "device",
 )
 
 _STR = ("dataset", "arch", "method", "budget_metric", "git_commit", "python_version", "torch_version",
         "torchvision_version", "torch_pruning_version", "timm_version", "device")
-_INT = ("seed", "base_macs", "base_params", "macs", "params", "finetune_epochs")
+_INT = ("seed", "base_macs", "base_params", "macs", "params", "finetune_epochs", "search_evaluations")
 _FLOAT = ("budget_target", "base_top1", "base_top5", "top1", "top5", "macs_reduction", "params_reduction",
-          "achieved_reduction", "search_wall_s", "finetune_wall_s")
+          "achieved_reduction", "search_wall_s", "finetune_wall_s", "heldout_top1",
+          "useful_recall")
 _BOOL = ("structured",)
 
 #: Python type of each column after :func:`validate_record`.
@@ -39,7 +42,25 @@ assert set(COLUMN_TYPES) == set(RUN_COLUMNS)
 NULLABLE: frozenset[str] = frozenset({
     "git_commit", "python_version", "torch_version", "torchvision_version", "torch_pruning_version",
     "timm_version", "device", "search_wall_s", "finetune_wall_s",
+    "heldout_top1", "search_evaluations",
+    "useful_recall",
 })
+
+#: Columns a record may lack (metrics.json written before they existed): read as null.
+#: ``heldout_top1``: top-1 of the final plan on the held-out part of the search split (harness.data.hold_out);
+#: ``search_evaluations``: candidates a search method scored (its plan's meta; empty for other methods).
+#: ``useful_recall``: fraction of the planted benchmark's useful channels the plan keeps (harness/models/planted.py;
+#: null for other archs and for unstructured plans).
+OPTIONAL: frozenset[str] = frozenset({"heldout_top1", "search_evaluations", "useful_recall"})
+assert OPTIONAL <= NULLABLE
+
+
+def pandas_dtype(col: str) -> str:
+    """The pandas dtype of a column in the tables (a nullable integer column is ``Int64``: blank, not 24.0)."""
+    typ = COLUMN_TYPES[col]
+    if typ is int:
+        return "Int64" if col in NULLABLE else "int64"
+    return {str: "str", float: "float64", bool: "bool"}[typ]
 
 #: Columns that must be non-empty strings: they are the keys of every table.
 _KEY_STR = ("dataset", "arch", "method", "budget_metric")
@@ -91,7 +112,7 @@ def validate_record(d: Mapping[str, Any], *, source: str | os.PathLike | None = 
     where = f" in {os.fspath(source)}" if source is not None else ""
     if not isinstance(d, Mapping):
         raise ValueError(f"run record{where} is not a JSON object")
-    missing = [c for c in RUN_COLUMNS if c not in d]
+    missing = [c for c in RUN_COLUMNS if c not in d and c not in OPTIONAL]
     if missing:
         raise ValueError(f"run record{where} is missing column(s): {', '.join(missing)}")
     unknown = sorted(k for k in d if k not in COLUMN_TYPES)
@@ -99,7 +120,7 @@ def validate_record(d: Mapping[str, Any], *, source: str | os.PathLike | None = 
         raise ValueError(f"run record{where} has unknown column(s): {', '.join(unknown)}")
     out: dict[str, Any] = {}
     for col in RUN_COLUMNS:
-        value, typ = d[col], COLUMN_TYPES[col]
+        value, typ = d.get(col), COLUMN_TYPES[col]
         if value is None or (isinstance(value, float) and math.isnan(value)):
             if col not in NULLABLE:
                 raise ValueError(f"run record{where}: column {col!r} is null")
@@ -123,10 +144,9 @@ def read_runs(path: str | os.PathLike) -> pd.DataFrame:
 
     Why: version strings such as "2.10" or an all-digit git hash would otherwise be parsed as numbers.
     """
-    dtypes = {c: ("str" if t is str else "float64" if t is float else "int64" if t is int else "bool")
-              for c, t in COLUMN_TYPES.items()}
+    dtypes = {c: pandas_dtype(c) for c in COLUMN_TYPES}
     df = pd.read_csv(path, dtype={c: "str" for c in _STR}, keep_default_na=False, na_values={
-        c: [""] for c in _FLOAT})
+        c: [""] for c in _FLOAT + _INT})
     missing = [c for c in RUN_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{os.fspath(path)} is missing column(s): {', '.join(missing)}")

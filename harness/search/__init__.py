@@ -1,7 +1,8 @@
-"""Pieces shared by the RL pruners (graph-RL, AMC): masked candidate scoring and the budget wall/projection."""
+"""Pieces shared by the RL pruners and their random-search controls: candidate scoring (masked or pruned), the budget
+wall, projection and fill."""
 from __future__ import annotations
 
-from harness.search.evaluator import SearchEvaluator
-from harness.search.wall import max_keep_allowed, project
+from harness.search.evaluator import CANDIDATE_MODES, SearchEvaluator
+from harness.search.wall import complete, fair_ratio, fill, max_keep_allowed, project
 
-__all__ = ["SearchEvaluator", "max_keep_allowed", "project"]
+__all__ = ["CANDIDATE_MODES", "SearchEvaluator", "complete", "fair_ratio", "fill", "max_keep_allowed", "project"]
