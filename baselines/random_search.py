@@ -84,7 +84,7 @@ class RandomSearchOptions:
     # l1-random-search's channel ranking: AMC's (the consumers' input-channel L1, harness.prune.consumer_l1;
     # so that the control differs from AMC only in the learning) or Li et al.'s filter L1 ("filter-l1").
     channels: str = "consumer-l1"
-    candidate_eval: str = "masked"
+    candidate_eval: str = "pruned"
 
     def __post_init__(self) -> None:
         if self.candidate_eval not in CANDIDATE_MODES:

@@ -101,10 +101,10 @@ class GraphRLOptions:
     # Score candidates on a fixed random subset of this many search-split images (0 = all of it): for
     # presets that must finish in minutes on a CPU; the spec's 5,000 images is the default.
     search_images: int = 0
-    # How a candidate is scored (harness.search.evaluator): "masked" (the dense network with the pruned
-    # channels zeroed, the spec's) or "pruned" (a physically pruned copy: the same accuracy at the pruned
-    # network's cost).
-    candidate_eval: str = "masked"
+    # How a candidate is scored (harness.search.evaluator): "pruned" (a physically pruned copy: the
+    # accuracy of "masked" at the pruned network's cost) or "masked" (the dense network with the pruned
+    # channels zeroed, as the spec describes it).
+    candidate_eval: str = "pruned"
     # The spec opens the self-competition at L1-uniform's accuracy ("l1-uniform", any registered method
     # works). "none" (default): no opening evaluation, so the search spends exactly `episodes` candidate
     # evaluations, like its random-search control, and never returns another method's plan.

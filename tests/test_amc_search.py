@@ -159,7 +159,7 @@ def test_unreachable_budget_is_one_line_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("options", [{}, {"reconstruct": False, "bn_batches": 1}])
 def test_pruned_candidates_give_the_masked_search(tmp_path: Path, options: dict) -> None:
     """Issue 13: scoring on physically pruned copies (re-fitted consumers included) changes the cost only."""
-    masked = _run(tmp_path / "masked", seed=1, **options)
+    masked = _run(tmp_path / "masked", seed=1, candidate_eval="masked", **options)
     pruned = _run(tmp_path / "pruned", seed=1, candidate_eval="pruned", **options)
     assert masked == pruned
     acc = lambda rows: [round(float(r["accuracy"]), 6) for r in rows]  # noqa: E731

@@ -78,7 +78,7 @@ def test_same_seed_same_plan(tmp_path: Path) -> None:
 
 def test_pruned_candidates_give_the_masked_search(tmp_path: Path) -> None:
     """Issue 13: scoring on physically pruned copies changes a candidate's cost, not the search."""
-    assert _run(tmp_path / "a", seed=2) == _run(tmp_path / "b", seed=2, candidate_eval="pruned")
+    assert _run(tmp_path / "a", seed=2, candidate_eval="masked") == _run(tmp_path / "b", seed=2, candidate_eval="pruned")
     rewards = [[r["accuracy"] for r in csv.DictReader(open(tmp_path / d / "search_log.csv"))] for d in "ab"]
     assert rewards[0] == rewards[1]
     with pytest.raises(UserError, match="candidate_eval must be one of masked, pruned"):

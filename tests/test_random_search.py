@@ -132,7 +132,7 @@ def test_same_seed_same_plan(tmp_path: Path, method: str) -> None:
 @pytest.mark.parametrize("method", METHODS)
 def test_pruned_candidates_give_the_masked_search(tmp_path: Path, method: str) -> None:
     """Issue 13: scoring candidates on physically pruned copies changes the cost, not the search."""
-    a, _ = _run(method, tmp_path / "masked", seed=1)
+    a, _ = _run(method, tmp_path / "masked", seed=1, candidate_eval="masked")
     b, _ = _run(method, tmp_path / "pruned", seed=1, candidate_eval="pruned")
     assert a == b
     accuracies = lambda rows: [r["accuracy"] for r in rows]  # noqa: E731

@@ -77,7 +77,7 @@ class AMCOptions:
     eval_batch_size: int = 256
     search_size: int = 0         # evaluate on the first N search-split images (0: all of them)
     checkpoint_every: int = 10
-    candidate_eval: str = "masked"  # "masked" | "pruned": SearchEvaluator's mode (the same accuracy, cheaper)
+    candidate_eval: str = "pruned"  # "pruned" | "masked": SearchEvaluator's mode (the same accuracy, pruned is cheaper)
 
     def __post_init__(self) -> None:
         if self.candidate_eval not in CANDIDATE_MODES:
