@@ -26,6 +26,7 @@ from harness.prune.unstructured import (WeightSparsity, apply_sparsity, make_per
                                         sparse_complexity)
 from harness.search.ppo_lagrangian import PPOLagrangian
 from harness.train import Recipe, fit
+from split_guards import ForbiddenSplit as _ForbiddenSplit
 
 torch.set_num_threads(1)
 registry.load_plugins()
@@ -278,31 +279,6 @@ def test_paper_finetune_protocol_is_a_valid_adam_recipe(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- test split
-class _ForbiddenSplit:
-    """Stands in for ``splits.test``: any use raises, and is recorded in case a caller swallows the error."""
-
-    def __init__(self) -> None:
-        object.__setattr__(self, "reads", [])
-
-    def _read(self, what: str):
-        self.reads.append(what)
-        raise AssertionError(f"the test split was read ({what})")
-
-    def __len__(self) -> int:
-        return self._read("len")
-
-    def __iter__(self):
-        return self._read("iter")
-
-    def __getitem__(self, i):
-        return self._read("getitem")
-
-    def __getitems__(self, idx):
-        return self._read("getitems")
-
-    def __getattr__(self, name: str):
-        return self._read(f"attribute {name}")
-
 
 @pytest.mark.parametrize("method,metric,options", [
     # the code's reward data (augmented training images), BN recalibration, projection allowed

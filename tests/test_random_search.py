@@ -23,6 +23,7 @@ from harness.models import build_model
 from harness.prune import Budget, CostModel, apply_plan, channel_l1, consumer_l1, find_groups
 from harness.search import SearchEvaluator
 from harness.search.subset import search_subset
+from split_guards import ForbiddenSplit as _ForbiddenSplit
 
 registry.load_plugins()
 METHODS = ("random-search", "l1-random-search")
@@ -236,32 +237,6 @@ def test_ratio_low_defaults_to_min_keep_and_must_stay_below_ratio_high(tmp_path:
     assert rs.ratio_bounds(ctx) == (0.2, 1.0)
     with pytest.raises(UserError, match="ratio_low"):
         _run("random-search", tmp_path, min_keep_fraction=0.5, ratio_high=0.4)
-
-
-class _ForbiddenSplit:
-    """Stands in for ``splits.test``: any use raises, and is recorded in case a caller swallows the error."""
-
-    def __init__(self) -> None:
-        object.__setattr__(self, "reads", [])
-
-    def _read(self, what: str):
-        self.reads.append(what)
-        raise AssertionError(f"the test split was read ({what})")
-
-    def __len__(self) -> int:
-        return self._read("len")
-
-    def __iter__(self):
-        return self._read("iter")
-
-    def __getitem__(self, i):
-        return self._read("getitem")
-
-    def __getitems__(self, idx):
-        return self._read("getitems")
-
-    def __getattr__(self, name: str):
-        return self._read(f"attribute {name}")
 
 
 @pytest.mark.parametrize("method", METHODS)

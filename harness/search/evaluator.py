@@ -127,15 +127,21 @@ class SearchEvaluator:
             self._groups[gid] = (size, self._writers.resolve(gid))
         return self._groups[gid]
 
+    @staticmethod
+    def _kept(gid: str, idxs: "torch.Tensor | Sequence[int]", size: int) -> torch.Tensor:
+        """Group ``gid``'s kept indices, sorted and unique; a one-line UserError when empty or out of range."""
+        idx = torch.unique(torch.as_tensor(idxs, dtype=torch.long).view(-1))
+        if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= size:
+            raise UserError(f"group {gid}: keep indices must be non-empty and within [0, {size})")
+        return idx
+
     def masks(self, keep: KeepLike) -> dict[nn.Module, torch.Tensor]:
         """Per writer module, a float 0/1 vector over its output channels (1 = kept)."""
         group_mask: dict[str, torch.Tensor] = {}
         touched: list[Writer] = []
         for gid, idxs in keep.items():
             size, writers = self._resolve(gid)
-            idx = torch.unique(torch.as_tensor(idxs, dtype=torch.long).view(-1))
-            if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= size:
-                raise UserError(f"group {gid}: keep indices must be non-empty and within [0, {size})")
+            idx = self._kept(gid, idxs, size)
             if idx.numel() == size:
                 continue
             gm = torch.zeros(size)
@@ -161,9 +167,7 @@ class SearchEvaluator:
         kept: dict[str, list[int]] = {}
         for gid, idxs in keep.items():
             size, _ = self._resolve(gid)
-            idx = torch.unique(torch.as_tensor(idxs, dtype=torch.long).view(-1))
-            if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= size:
-                raise UserError(f"group {gid}: keep indices must be non-empty and within [0, {size})")
+            idx = self._kept(gid, idxs, size)
             if idx.numel() < size:
                 kept[gid] = idx.tolist()
         net = copy.deepcopy(self.net)
