@@ -9,6 +9,7 @@ search split (harness.data.hold_out, never selected on), after BN re-estimation;
     python benchmarks/planted_ablation.py --results results/planted --seeds 0 1 2
     python benchmarks/planted_ablation.py --variants default executed frozen --seeds 0
     python benchmarks/planted_ablation.py --variants default random-search --episodes 144 --jobs 2
+    python benchmarks/planted_ablation.py --variants default frozen --seeds 0 --search-seeds 10 11 12 13 14 15
 
 One torch thread per run; ``--jobs 2`` runs two searches at once (one per core).
 """
@@ -31,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 #: option overrides of each variant (graph-rl) on top of the preset's graph-rl options
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
+    "sampled-final": {"greedy_final": False},        # the spec: the last episode samples like the others
     "executed": {"ppo_action": "executed"},           # PPO on the mask executed after the wall and fill
     "joint-ratio": {"ppo_ratio": "joint"},            # the spec's one ratio per group
     "lambda-0.95": {"gae_lambda": 0.95},              # the spec's GAE lambda
@@ -38,11 +40,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "spec-wall": {"wall_reserve": 0.0, "fill": False},  # later groups at min_keep, no fill
     "self-reward": {"reward": "self", "opening_bar": "l1-uniform", "opening_plan_is_candidate": False},
     "frozen": {"lr": 1e-30},                          # learning switched off: the initial policy every episode
+    "frozen-sampled": {"lr": 1e-30, "greedy_final": False},  # ... and no greedy last episode either
 }
 
 
 def run_one(results: str, config: str, seed: int, variant: str, budget: tuple[str, float],
-            episodes: int | None = None) -> dict[str, Any]:
+            episodes: int | None = None, search_seed: int | None = None) -> dict[str, Any]:
     import torch
 
     from harness import registry
@@ -79,7 +82,8 @@ def run_one(results: str, config: str, seed: int, variant: str, budget: tuple[st
     with tempfile.TemporaryDirectory() as wd:
         ctx = registry.PruneContext(model=model, example_input=x, groups=groups, cost=cost, budget=b,
                                     min_keep_fraction=0.1, splits=method_splits, device=torch.device("cpu"),
-                                    seed=seed, options=registry.options_from_dict(method, options),
+                                    seed=seed if search_seed is None else search_seed,
+                                    options=registry.options_from_dict(method, options),
                                     workdir=Path(wd), arch=exp.arch)
         keep = registry.get_method(method)(ctx)
         import csv
@@ -93,7 +97,8 @@ def run_one(results: str, config: str, seed: int, variant: str, budget: tuple[st
                           example_input=x, groups=groups)
     accs = [float(r["accuracy"]) for r in rows]
     q = max(1, len(accs) // 4)
-    out = {"variant": variant, "seed": seed, "candidates": len(rows), "budget": f"{budget[0]}-{budget[1]:g}",
+    out = {"variant": variant, "seed": seed, "search_seed": seed if search_seed is None else search_seed,
+           "candidates": len(rows), "budget": f"{budget[0]}-{budget[1]:g}",
            "heldout_top1": round(hev.evaluate(keep), 2), "useful_recall": round(useful_recall(keep, truth), 3),
            "best_search_top1": round(max(accs), 2), "first_quarter": round(sum(accs[:q]) / q, 2),
            "last_quarter": round(sum(accs[-q:]) / q, 2), "wall_s": round(time.time() - t0, 1)}
@@ -114,10 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--episodes", type=int, default=None,
                    help="graph-rl's episodes and random-search's evaluations (default: the preset's)")
+    p.add_argument("--search-seeds", type=int, nargs="+", default=None,
+                   help="search seeds per base seed (policy init and sampling; default: the base seed)")
     args = p.parse_args(argv)
     metric, _, target = args.budget.partition("-")
-    todo = [(args.results, args.config, s, v, (metric, float(target)), args.episodes)
-            for v in args.variants for s in args.seeds]
+    todo = [(args.results, args.config, s, v, (metric, float(target)), args.episodes, ss)
+            for v in args.variants for s in args.seeds for ss in (args.search_seeds or [None])]
     with cf.ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for result in pool.map(run_one, *zip(*todo)):
             print(json.dumps(result), flush=True)

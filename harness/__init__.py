@@ -3,3 +3,7 @@
 Methods (``method/``) and baselines (``baselines/``) import from here; nothing here imports them.
 They plug in through :mod:`harness.registry`.
 """
+
+from harness import _startup
+
+_startup.install()

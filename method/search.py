@@ -123,6 +123,12 @@ class GraphRLOptions:
     # docs/graph-rl.md "Learning signal" for the measurement behind it. Off = the spec's policy head only.
     feature_skip: bool = True
     feature_skip_gain: float = 30.0
+    # The last episode takes the policy's mode (keep iff logit > 0; the repair then ranks by logit) instead of
+    # a sample: one of the `episodes` candidates (so the count stays equal to the controls'), scored like the
+    # others and never learned from. A sampled plan flips every channel whose keep-probability is not yet near
+    # 0 or 1, so the plan the policy believes in is otherwise never scored (docs/graph-rl.md "Learning
+    # signal"). Off = the spec: every episode samples.
+    greedy_final: bool = True
 
     def __post_init__(self) -> None:
         if self.ppo_action not in PPO_ACTIONS:
@@ -225,6 +231,8 @@ def graph_rl(ctx: PruneContext) -> Keep:
     policy.to(device)
     generator = torch.Generator(device=device).manual_seed(ctx.seed)
     per_element = opts.ppo_ratio == "per-element"
+    # a one-episode search has nothing to learn from: its episode samples
+    sampled_episodes = opts.episodes - (1 if opts.greedy_final and opts.episodes >= 2 else 0)
     for episode in tqdm(range(start_episode, opts.episodes), desc="graph-rl", unit="episode",
                         initial=start_episode, total=opts.episodes, disable=None):
         t0 = time.perf_counter()
@@ -234,12 +242,13 @@ def graph_rl(ctx: PruneContext) -> Keep:
         obs, info = env.reset(seed=ctx.seed * 1_000_003 + episode)
         done = False
         first_step = len(buffer)
+        greedy = episode >= sampled_episodes
         logits_of_step: list[torch.Tensor | None] = []
         while not done:
             gi = None if opts.mode == "one-shot" else int(info["group_index"])
             with torch.no_grad():
                 out = policy(obs.to(device) if device.type != "cpu" else obs)
-                action = policy.act(out, gi, generator=generator)
+                action = policy.act(out, gi, generator=generator, deterministic=greedy)
                 lp_el, _ = policy.element_log_prob(out, action, gi)
                 value = float(out.value.view(-1)[0])
                 # Binary: the keep-logits rank channels for the action wall and the projection.
@@ -247,13 +256,14 @@ def graph_rl(ctx: PruneContext) -> Keep:
                 logits = policy.distribution(out, gi).logits.cpu() if opts.action == "binary" else None
                 step_action = {"keep": action, "scores": logits} if opts.action == "binary" else action
             logits_of_step.append(logits)
-            # the buffer clones x (the env edits it in place)
-            buffer.add(obs, gi, action, float(lp_el.sum()), value, 0.0, False,
-                       element_log_prob=lp_el.cpu() if per_element else None)
+            if not greedy:  # the buffer clones x (the env edits it in place)
+                buffer.add(obs, gi, action, float(lp_el.sum()), value, 0.0, False,
+                           element_log_prob=lp_el.cpu() if per_element else None)
             obs, r, terminated, truncated, info = env.step(step_action)
             done = bool(terminated or truncated)
-            buffer.steps[-1].reward, buffer.steps[-1].done = float(r), done
-        if opts.ppo_action == "executed" and opts.action == "binary":  # a ratio action is its own executed action
+            if not greedy:
+                buffer.steps[-1].reward, buffer.steps[-1].done = float(r), done
+        if opts.ppo_action == "executed" and opts.action == "binary" and not greedy:  # a ratio action is its own executed action
             _relabel_executed(buffer, first_step, logits_of_step, ctx.groups, info["keep"], per_element)
         acc = float(info["accuracy"])
         if info["feasible"] and (best is None or acc > best[0]):
@@ -266,7 +276,11 @@ def graph_rl(ctx: PruneContext) -> Keep:
                      "projection_dropped": int(info["projection_dropped"]),
                      "fill_added": int(info.get("fill_added", 0)),
                      "keep_fraction": _keep_fraction(ctx, info["keep"]), "wall_s": time.perf_counter() - t0})
-        if (episode + 1) % opts.update_every == 0 or episode + 1 == opts.episodes:
+        if greedy:  # nothing to learn from: keep the state of the greedy episode's result
+            search_checkpoint.save(checkpoint, fingerprint, {
+                "ppo": ppo.state_dict(), "reward": reward.state_dict(), "rows": rows, "best": best,
+                "best_is_opening": best_is_opening, "episode": episode + 1})
+        elif (episode + 1) % opts.update_every == 0 or episode + 1 == sampled_episodes:
             torch.manual_seed(ctx.seed * 1_000_003 + 7 * episode + 1)  # minibatch shuffling of this update
             stats = ppo.update(buffer)
             log.debug("graph-rl update after episode %d: %s", episode + 1,

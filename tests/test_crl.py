@@ -100,7 +100,9 @@ def test_both_variants_are_registered_with_the_official_defaults() -> None:
     ("crl-layer", {"cost": "macs"}), ("crl-layer", {"cost": "latency"}), ("crl-neuron", {"cost": "masked-weights"}),
     ("crl-neuron", {"reward_split": "test"}), ("crl-layer", {"finetune_iters": []}), ("crl-neuron", {"n_envs": 0}),
     ("crl-layer", {"action_clip_init": 1.5}), ("crl-neuron", {"threshold": 0}), ("crl-layer", {"on_infeasible": "x"}),
-    ("crl-neuron", {"cost_budget": 150}), ("crl-layer", {"bogus": 1}),
+    ("crl-neuron", {"cost_budget": 150}), ("crl-layer", {"bogus": 1}), ("crl-neuron", {"candidate_eval": "x"}),
+    ("crl-neuron", {"candidate_eval": "pruned"}),  # soft actions (the default) cannot be removed physically
+    ("crl-layer", {"candidate_eval": "pruned"}),   # unstructured masks: no such option
 ])
 def test_bad_options_are_one_line_user_errors(method: str, options: dict) -> None:
     with pytest.raises(UserError) as err:
@@ -254,6 +256,43 @@ def test_killed_search_resumes_to_the_same_plan(tmp_path: Path, monkeypatch: pyt
     assert "crl-neuron: resuming after update 1/2" in caplog.text
     log = lambda d: [r["nu"] + r["reward"] for r in csv.DictReader(open(tmp_path / d / "search_log.csv"))]  # noqa
     assert log("killed") == log("whole") and len(log("whole")) == 2
+
+
+def test_pruned_candidates_give_the_masked_search(tmp_path: Path) -> None:
+    """Issue 13: crl-neuron's hard plans scored on physically pruned copies: the same rewards, the same search."""
+    from baselines.crl.search import _Search as CRLSearch
+
+    hard = {"soft_actions": False, "timesteps": 128}
+    runs = {}
+    for mode in ("masked", "pruned", "auto"):
+        ctx = _ctx("crl-neuron", tmp_path / mode, "macs", 0.5, seed=1, candidate_eval=mode, **hard)
+        runs[mode] = registry.get_method("crl-neuron")(ctx)
+    rewards = lambda d: [(r["reward"], r["accuracy"]) for r in csv.DictReader(open(tmp_path / d / "search_log.csv"))]  # noqa
+    assert runs["masked"] == runs["pruned"] == runs["auto"]
+    assert rewards("masked") == rewards("pruned") == rewards("auto")
+    modes = {o: CRLSearch(_ctx("crl-neuron", tmp_path / "m", "macs", 0.5, **opts), "neuron").candidate_mode()
+             for o, opts in (("soft", {}), ("hard", hard))}
+    assert modes == {"soft": "masked", "hard": "pruned"}
+
+
+@pytest.mark.parametrize("finetune_iters", [0, 3])
+def test_pruned_scorer_matches_the_masks(finetune_iters: int) -> None:
+    """The pruned copy is the 0/1-masked network, through the inner fine-tune (pruned filters get no gradient)."""
+    from baselines.crl.scorer import EpisodeScorer
+
+    splits, model, x, groups, _ = _setup()
+    kw = dict(groups=groups, reward_split="search", reward_samples=64, reward_batch_size=64, bn_batches=1,
+              bn_batch_size=64)
+    masked, pruned = (EpisodeScorer(model, splits, "cpu", x, mode=m, **kw) for m in ("masked", "pruned"))
+    rng = np.random.default_rng(0)
+    for trial in range(3):
+        keep = {g.id: sorted(rng.choice(g.size, max(1, g.size // 2), replace=False).tolist()) for g in groups}
+        scores = {g.id: torch.zeros(g.size).index_fill_(0, torch.tensor(keep[g.id]), 1.0) for g in groups}
+        a = masked.score(channel_scores=scores, keep=keep, finetune_iters=finetune_iters, seed=trial)
+        b = pruned.score(channel_scores=scores, keep=keep, finetune_iters=finetune_iters, seed=trial)
+        assert abs(a - b) <= (100 / 64 if finetune_iters else 1e-9)  # fine-tune: float order, at most one image
+    with pytest.raises(UserError, match="hard plans only"):
+        pruned.score(channel_scores={groups[0].id: torch.full((groups[0].size,), 0.7)}, keep=keep)
 
 
 def test_multiplier_and_cost_figure(tmp_path: Path) -> None:

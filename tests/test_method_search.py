@@ -114,6 +114,40 @@ def test_killed_search_resumes_to_the_same_plan(tmp_path: Path, monkeypatch: pyt
     assert log_resumed == log_whole
 
 
+def test_greedy_final_scores_the_policys_mode_once_and_never_learns_from_it(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """greedy_final: the last of the `episodes` candidates is the policy's mode; PPO sees only sampled episodes."""
+    from harness.search.ppo import PPO
+    from method.policy import GraphPolicy
+
+    acts: list[bool] = []
+    learned: list[int] = []
+    real_act, real_update = GraphPolicy.act, PPO.update
+
+    def act(self, out, gi=None, *, deterministic=False, generator=None):
+        acts.append(deterministic)
+        return real_act(self, out, gi, deterministic=deterministic, generator=generator)
+
+    def update(self, buffer):
+        learned.append(len(buffer))
+        return real_update(self, buffer)
+
+    monkeypatch.setattr(GraphPolicy, "act", act)
+    monkeypatch.setattr(PPO, "update", update)
+    _run(tmp_path / "g", seed=1)  # the default
+    steps = len(_setup()[3])  # one step per group (sequential mode)
+    rows = list(csv.DictReader(open(tmp_path / "g" / "search_log.csv")))
+    assert len(rows) == FAST["episodes"]  # the greedy episode is one of the candidates, not an extra one
+    assert acts == [False] * (FAST["episodes"] - 1) * steps + [True] * steps
+    assert learned == [3 * steps, 2 * steps]  # updates after episodes 3 and 5; episode 6 is never learned from
+    acts.clear(), learned.clear()
+    _run(tmp_path / "s", seed=1, greedy_final=False)
+    assert not any(acts) and learned == [3 * steps, 3 * steps]
+    acts.clear(), learned.clear()
+    _run(tmp_path / "one", seed=1, episodes=1)  # one episode: nothing to learn from, so it samples
+    assert not any(acts) and learned == [steps]
+
+
 @pytest.mark.parametrize("options", [{"mode": "one-shot"}, {"action": "ratio"}, {"encoder": "mlp"},
                                      {"observation": "layer-vector"}, {"reward": "ranked"}])
 def test_ablations_run_and_stay_feasible(tmp_path: Path, options: dict) -> None:

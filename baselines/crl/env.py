@@ -152,7 +152,7 @@ class ConstrainedPruningEnv(gym.Env):
                 accuracy = float(self.score(weight_masks=masks, finetune_iters=k, seed=seed))
             else:
                 channel = {u.name: torch.as_tensor(s, dtype=torch.float32) for u, s in zip(self.units, self._actions)}
-                accuracy = float(self.score(channel_scores=channel, finetune_iters=k, seed=seed))
+                accuracy = float(self.score(channel_scores=channel, keep=keep, finetune_iters=k, seed=seed))
         reward = 0.0 if self.score is None else accuracy
         cost = len(self.units) * measure.remaining
         self.last_episode = Episode(self.episodes, keep, sparsity, measure, accuracy, reward, cost, k, c, scores)

@@ -164,9 +164,18 @@ class CRLNeuronOptions(CRLOptions):
     soft_actions: bool = True
     threshold: float = 0.5
     action_dim: int | None = None
+    # How an episode's plan is scored (issue 13): "pruned" on a physically pruned copy (the accuracy of the
+    # 0/1 masks at the pruned network's cost; needs hard actions), "masked" (the official code's masks), or
+    # "auto": pruned when soft_actions is false, masked when the search scores soft scores.
+    candidate_eval: str = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.candidate_eval not in ("auto", "masked", "pruned"):
+            raise UserError(f"candidate_eval must be one of auto, masked, pruned, got {self.candidate_eval!r}")
+        if self.candidate_eval == "pruned" and self.soft_actions:
+            raise UserError("candidate_eval pruned scores hard plans: set soft_actions false (soft scores multiply "
+                            "channels and cannot be removed physically)")
         if self.cost == "masked-weights":
             raise UserError("cost 'masked-weights' (the paper's weight count) is for crl-layer; crl-neuron's "
                             "costs are budget, params, macs or latency")

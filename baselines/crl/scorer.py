@@ -8,6 +8,11 @@ episode to episode: fixed, A.9.7), then measure top-1 in percent on ``reward_sam
 random augmented training images (the code's ``use_train_data``) or the fixed search split. The test split
 is never read. All randomness comes from the ``seed`` passed per episode, so a resumed search draws the
 same batches.
+
+``mode="pruned"`` (issue 13) scores a hard channel plan on a physically pruned copy instead
+(:func:`harness.prune.surgery.pruned_copy`, the random-search and graph-RL evaluator's path): the same
+network as the 0/1 masks, so the same accuracy, at the pruned network's cost. Soft scores and crl-layer's
+unstructured weight masks cannot be removed physically and are always masked.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from torch import nn
 
 from harness.errors import UserError
 from harness.prune.groups import Group
+from harness.prune.surgery import pruned_copy
 from harness.search.channel_masks import ChannelMasker
 from harness.train.bn import recalibrate_bn
 
@@ -36,9 +42,13 @@ class EpisodeScorer:
     def __init__(self, model: nn.Module, splits: Any, device: Any, example_input: torch.Tensor, *,
                  groups: Sequence[Group] | None = None, reward_split: str = "train", reward_samples: int = 20_000,
                  reward_batch_size: int = 512, finetune_batch_size: int = 60, finetune_lr: float = 3e-4,
-                 bn_batches: int = 0, bn_batch_size: int = 256) -> None:
+                 bn_batches: int = 0, bn_batch_size: int = 256, mode: str = "masked") -> None:
         if splits is None:
             raise UserError("the constrained-RL search needs data (splits)")
+        if mode not in ("masked", "pruned"):
+            raise UserError(f"candidate evaluation mode must be masked or pruned, got {mode!r}")
+        self.mode = mode
+        self.example_input = example_input.to(device)
         self.device = torch.device(device)
         self.net = copy.deepcopy(model).to(self.device).eval()
         self.base_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
@@ -86,8 +96,14 @@ class EpisodeScorer:
 
     # ------------------------------------------------------------------------------------------ scoring
     def score(self, *, channel_scores: Mapping[str, torch.Tensor] | None = None,
-              weight_masks: Mapping[str, torch.Tensor] | None = None, finetune_iters: int = 0, seed: int = 0) -> float:
-        """Top-1 (percent) of the base network with the masks, after ``finetune_iters`` Adam iterations."""
+              weight_masks: Mapping[str, torch.Tensor] | None = None, keep: Mapping[str, Sequence[int]] | None = None,
+              finetune_iters: int = 0, seed: int = 0) -> float:
+        """Top-1 (percent) of the base network with the masks, after ``finetune_iters`` Adam iterations.
+
+        ``keep`` ({group id: kept channels}) is the hard plan the scores stand for: in ``mode="pruned"`` that
+        plan is scored on a physically pruned copy, and ``channel_scores`` must then be 0/1."""
+        if self.mode == "pruned" and keep is not None and not weight_masks:
+            return self._score_pruned(keep, channel_scores, int(finetune_iters), seed)
         self._reset()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # augmentation draws from the global RNG
@@ -100,36 +116,56 @@ class EpisodeScorer:
                 if weight_masks:
                     self._mask_weights(weight_masks)
                 if finetune_iters > 0:
-                    self._finetune(int(finetune_iters), weight_masks or {}, gen)
+                    self._dirty = True
+                    self._finetune(self.net, int(finetune_iters), weight_masks or {}, gen)
                 if self.bn_data:
                     recalibrate_bn(self.net, self.bn_data, None, self.device)
                     self._dirty = True
-                return self._accuracy(gen)
+                return self._accuracy(self.net, gen)
             finally:
                 if self.masker is not None:
                     self.masker.remove()
                 self.net.eval()
 
-    def _finetune(self, iters: int, weight_masks: Mapping[str, torch.Tensor], gen: torch.Generator) -> None:
-        self._dirty = True
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.finetune_lr)  # fresh per episode (A.9.7)
+    def _score_pruned(self, keep: Mapping[str, Sequence[int]], channel_scores: Mapping[str, torch.Tensor] | None,
+                      finetune_iters: int, seed: int) -> float:
+        """The plan ``keep`` on a physically pruned copy of the base weights (fine-tune, BN, top-1 as masked)."""
+        for gid, s in (channel_scores or {}).items():
+            hard = torch.as_tensor(s)
+            if not bool(((hard == 0) | (hard == 1)).all()):
+                raise UserError(f"group {gid}: candidate_eval pruned scores hard plans only (set soft_actions "
+                                "false, or candidate_eval masked)")
+        self._reset()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed)
+            net = pruned_copy(self.net, {g: list(v) for g, v in keep.items()}, self.example_input).eval()
+            if finetune_iters > 0:
+                self._finetune(net, finetune_iters, {}, gen)
+            if self.bn_data:
+                recalibrate_bn(net, self.bn_data, None, self.device)
+            return self._accuracy(net, gen)
+
+    def _finetune(self, net: nn.Module, iters: int, weight_masks: Mapping[str, torch.Tensor],
+                  gen: torch.Generator) -> None:
+        opt = torch.optim.Adam(net.parameters(), lr=self.finetune_lr)  # fresh per episode (A.9.7)
         loss_fn = nn.CrossEntropyLoss()
-        self.net.train()
+        net.train()
         n = len(self.train)
         for _ in range(iters):
             idx = torch.randint(n, (self.finetune_batch_size,), generator=gen)
             x, y = fetch(self.train, idx.tolist())
-            loss = loss_fn(self.net(x.to(self.device)), y.to(self.device))
+            loss = loss_fn(net(x.to(self.device)), y.to(self.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if weight_masks:
                 self._mask_weights(weight_masks)  # masked weights stay zero, as MaskedConv2d keeps them
-        self.net.eval()
+        net.eval()
 
     @torch.no_grad()
-    def _accuracy(self, gen: torch.Generator) -> float:
-        self.net.eval()
+    def _accuracy(self, net: nn.Module, gen: torch.Generator) -> float:
+        net.eval()
         correct = seen = 0
         if self.reward_split == "search":
             batches = self.search_batches
@@ -139,7 +175,7 @@ class EpisodeScorer:
             perm = torch.randperm(len(self.train), generator=gen)[: n_batches * size]
             batches = (fetch(self.train, perm[b * size:(b + 1) * size].tolist()) for b in range(n_batches))
         for x, y in batches:
-            pred = self.net(x.to(self.device)).argmax(1)
+            pred = net(x.to(self.device)).argmax(1)
             correct += int((pred == y.to(self.device)).sum())
             seen += int(y.numel())
         return 100.0 * correct / max(seen, 1)

@@ -165,6 +165,13 @@ class _Search:
                              normalize_reward=o.normalize, normalize_cost=o.normalize, seed=self.ctx.seed)
         return PPOLagrangian(obs_dim, self.act_dim, cfg)
 
+    def candidate_mode(self) -> str:
+        """The EpisodeScorer's mode: crl-neuron's hard plans on pruned copies (``candidate_eval``), else masked."""
+        mode = getattr(self.opts, "candidate_eval", "masked")
+        if mode == "auto":
+            return "masked" if getattr(self.opts, "soft_actions", True) else "pruned"
+        return mode
+
     def reward_images(self) -> Any:
         """The images the episode rewards are measured on (:class:`EpisodeScorer`): the first
         ``reward_samples`` of the search split, or random draws from the augmented training split."""
@@ -190,7 +197,7 @@ class _Search:
             groups=ctx.groups if self.variant == "neuron" else None, reward_split=o.reward_split,
             reward_samples=o.reward_samples, reward_batch_size=o.reward_batch_size,
             finetune_batch_size=o.finetune_batch_size, finetune_lr=o.finetune_lr, bn_batches=o.bn_batches,
-            bn_batch_size=o.eval_batch_size)
+            bn_batch_size=o.eval_batch_size, mode=self.candidate_mode())
         envs = SyncVectorEnv([lambda i=i: self.env(index=i, score=scorer.score) for i in range(o.n_envs)],
                              autoreset_mode=AutoresetMode.SAME_STEP)
         agent = self.agent(envs.single_observation_space.shape[0])

@@ -95,14 +95,19 @@ def git_commit() -> str:
 
 
 def versions() -> dict[str, str]:
-    import timm
-    import torch_pruning
-    import torchvision
+    """Library versions from the installed package metadata (importing timm and torchvision costs seconds)."""
+    from importlib import metadata
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "unknown"
 
     return {
         "python_version": platform.python_version(),
         "torch_version": torch.__version__,
-        "torchvision_version": torchvision.__version__,
-        "torch_pruning_version": getattr(torch_pruning, "__version__", "unknown"),
-        "timm_version": timm.__version__,
+        "torchvision_version": version("torchvision"),
+        "torch_pruning_version": version("torch-pruning"),
+        "timm_version": version("timm"),
     }

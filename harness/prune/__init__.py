@@ -10,16 +10,33 @@ Typical use::
 """
 from __future__ import annotations
 
-from harness.prune.budget import (Budget, BudgetReport, budget_report, check_budget, check_reachable,
-                                  max_reachable_reduction, min_keep)
-from harness.prune.cost import CostModel
-from harness.prune.groups import (Group, build_graph, channel_l1, consumer_l1, default_classifier, find_groups,
-                                  tp_group)
-from harness.prune.plan import PruningPlan, validate_keep
-from harness.prune.surgery import apply_plan, load_pruned, save_pruned
+import importlib
+from typing import Any
+
+#: public name -> submodule; imported on first use (PEP 562), so a stage that only reads plans and budgets
+#: does not pay for Torch-Pruning, timm and torchvision (about 2-3 s of every job's start-up, issue 13)
+_EXPORTS = {
+    **dict.fromkeys(("Budget", "BudgetReport", "budget_report", "check_budget", "check_reachable",
+                     "max_reachable_reduction", "min_keep"), "budget"),
+    "CostModel": "cost",
+    "Group": "group",
+    **dict.fromkeys(("build_graph", "channel_l1", "consumer_l1", "default_classifier", "find_groups", "tp_group"),
+                    "groups"),
+    **dict.fromkeys(("PruningPlan", "validate_keep"), "plan"),
+    **dict.fromkeys(("apply_plan", "load_pruned", "save_pruned", "pruned_copy"), "surgery"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"harness.prune.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'harness.prune' has no attribute {name!r}")
+
 
 __all__ = [
     "Budget", "BudgetReport", "CostModel", "Group", "PruningPlan", "apply_plan", "budget_report", "build_graph",
     "channel_l1", "consumer_l1", "check_budget", "check_reachable", "default_classifier", "find_groups", "load_pruned",
-    "max_reachable_reduction", "min_keep", "save_pruned", "tp_group", "validate_keep",
+    "max_reachable_reduction", "min_keep", "pruned_copy", "save_pruned", "tp_group", "validate_keep",
 ]

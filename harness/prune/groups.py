@@ -8,7 +8,6 @@ plan written as JSON can be re-applied to a freshly built model.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import torch
@@ -18,29 +17,12 @@ from torch_pruning import ops
 from torch_pruning.pruner import function as tpf
 
 from harness.errors import UserError
+from harness.prune.group import Group  # noqa: F401  (re-exported: the light module has no Torch-Pruning)
 
 SCOPES = ("all", "internal")
 ROOT_TYPES = (ops.TORCH_CONV, ops.TORCH_LINEAR)
 # handlers that prune a conv/linear's *output* channels: the layers whose filters a group owns
 _OUT_FILTER_FNS = (tpf.prune_conv_out_channels, tpf.prune_linear_out_channels, tpf.prune_depthwise_conv_out_channels)
-
-
-@dataclass(frozen=True)
-class Group:
-    """A prunable channel group: ``id`` = root module name, ``size`` = channels, ``members`` = touched modules."""
-
-    id: str
-    size: int
-    members: tuple[str, ...]
-    residual: bool
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "size": self.size, "members": list(self.members), "residual": self.residual}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Group":
-        return cls(id=str(d["id"]), size=int(d["size"]), members=tuple(str(m) for m in d["members"]),
-                   residual=bool(d["residual"]))
 
 
 def build_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 from harness.errors import UserError
 from harness.io import read_json, write_json
 from harness.prune.budget import Budget
-from harness.prune.groups import Group
+from harness.prune.group import Group
 
 FORMAT = "prunebench-plan/1"
 

@@ -6,6 +6,7 @@ classifier's input), so the pruned model runs and its measured cost equals the C
 """
 from __future__ import annotations
 
+import copy
 import os
 from typing import Mapping, Sequence
 
@@ -14,7 +15,6 @@ from torch import nn
 
 from harness.errors import CorruptCheckpoint, UserError
 from harness.io import torch_save
-from harness.prune.groups import build_graph, tp_group
 from harness.prune.plan import PruningPlan, validate_keep
 
 
@@ -46,6 +46,8 @@ def apply_plan(model: nn.Module, plan_or_keep: PruningPlan | Mapping[str, Sequen
             raise UserError(f"plan group {gid!r} is not a conv/linear module of this model") from exc
     for gid, idxs in keep.items():
         validate_keep(gid, idxs, sizes[gid])
+    from harness.prune.groups import build_graph, tp_group  # Torch-Pruning: only where a plan is applied
+
     graph = build_graph(model, example_input)
     for gid, idxs in keep.items():
         if len(idxs) == sizes[gid]:
@@ -54,6 +56,19 @@ def apply_plan(model: nn.Module, plan_or_keep: PruningPlan | Mapping[str, Sequen
         drop = [i for i in range(sizes[gid]) if i not in kept]
         tp_group(graph, gid, drop).prune()
     return model
+
+
+def pruned_copy(model: nn.Module, keep: Mapping[str, Sequence[int]], example_input: torch.Tensor, *,
+                memory_format: torch.memory_format = torch.contiguous_format) -> nn.Module:
+    """A deep copy of ``model`` with the channels ``keep`` drops removed: how a search scores a candidate at
+    the pruned network's cost. Torch-Pruning traces the autograd graph, so the surgery runs with grad on
+    even inside a search's ``no_grad``/``inference_mode``."""
+    net = copy.deepcopy(model)
+    if keep:
+        with torch.inference_mode(False), torch.enable_grad():
+            apply_plan(net, keep, example_input)
+        net = net.to(memory_format=memory_format)
+    return net
 
 
 def save_pruned(model: nn.Module, path: str | os.PathLike) -> None:

@@ -33,7 +33,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from harness.data import DeviceData, make_loader, tensor_source
 from harness.errors import UserError
 from harness.prune.groups import Group, build_graph
-from harness.prune.surgery import apply_plan
+from harness.prune.surgery import pruned_copy
 from harness.search.writers import Writer, WriterIndex, channel_dim, mask_hook
 from harness.train.bn import recalibrate_bn
 
@@ -170,12 +170,7 @@ class SearchEvaluator:
             idx = self._kept(gid, idxs, size)
             if idx.numel() < size:
                 kept[gid] = idx.tolist()
-        net = copy.deepcopy(self.net)
-        if kept:
-            # Torch-Pruning traces the autograd graph: surgery must run with grad on, even inside a no-grad search
-            with torch.inference_mode(False), torch.enable_grad():
-                apply_plan(net, kept, self._example)
-            net = net.to(memory_format=self._fmt)
+        net = pruned_copy(self.net, kept, self._example, memory_format=self._fmt)
         if self.bn_data:
             with self._autocast():
                 recalibrate_bn(net, self.bn_data, None, self.device)
