@@ -249,20 +249,24 @@ def test_graph_rl_episode(benchmark, device, rate, measurements, arch, policy_on
     ppo_epochs = _size("R50_PPO_EPOCHS" if r50 else "PPO_EPOCHS", opts.ppo_epochs, 0 if r50 else 1, device)
     model, splits, example, groups, cost = _search_setup(arch, device, search, bn_batches, bn_batch)
     t = time.perf_counter()
+    # candidate_eval: graph-rl's default (pruned copies) unless PRUNEBENCH_BENCH_CANDIDATE_EVAL=masked
+    candidate_eval = os.environ.get("PRUNEBENCH_BENCH_CANDIDATE_EVAL", opts.candidate_eval)
     ev = _TimedEvaluator(SearchEvaluator(model, splits, device, bn_batches=bn_batches, batch_size=bn_batch,
-                                         example_input=example, groups=groups), device)
+                                         example_input=example, groups=groups, mode=candidate_eval), device)
     reward = SelfCompetition(kappa=opts.kappa, tau=opts.tau, variant=opts.reward)
     reward.start(0.0)
     env = PruningEnv(model, example, groups, cost, Budget("macs", 0.5), ev, reward, min_keep_fraction=0.1,
                      mode=opts.mode, action=opts.action, topk_channel_edges=opts.topk_channel_edges,
-                     projection_penalty=opts.projection_penalty)
+                     projection_penalty=opts.projection_penalty, wall_reserve=opts.wall_reserve, fill=opts.fill)
     pdev = device if policy_on == "device" else torch.device("cpu")
     policy = GraphPolicy(NODE_FEATURES, EDGE_FEATURES, PolicyConfig(
         encoder=opts.encoder, layers=opts.layers, heads=opts.heads, head_dim=opts.head_dim,
-        action=opts.action)).to(pdev)
+        action=opts.action, observation=opts.observation, self_loops=opts.self_loops,
+        feature_skip=opts.feature_skip, feature_skip_gain=opts.feature_skip_gain)).to(pdev)
     ppo = PPO(policy, PPOConfig(lr=opts.lr, clip=opts.clip, epochs=max(1, ppo_epochs), gamma=opts.gamma,
                                 gae_lambda=opts.gae_lambda, value_coef=opts.value_coef,
-                                max_grad_norm=opts.max_grad_norm, seed=0))
+                                max_grad_norm=opts.max_grad_norm, seed=0, forward_chunk=opts.ppo_forward_chunk,
+                                ratio=opts.ppo_ratio))
     setup_s = time.perf_counter() - t
     buffer = RolloutBuffer()
     generator = torch.Generator(device=pdev).manual_seed(0)
@@ -279,11 +283,13 @@ def test_graph_rl_episode(benchmark, device, rate, measurements, arch, policy_on
             with torch.no_grad():
                 out = policy(obs.to(pdev) if pdev.type != "cpu" else obs)
                 action = policy.act(out, gi, generator=generator)
-                logp = float(policy.log_prob(out, action, gi).sum())
+                lp_el, _ = policy.element_log_prob(out, action, gi)
+                logp = float(lp_el.sum())
                 value = float(out.value.view(-1)[0])
                 action = action.cpu()
                 step_action = {"keep": action, "scores": policy.distribution(out, gi).logits.cpu()}
-            buffer.add(obs, gi, action, logp, value, 0.0, False)  # CPU copies; PPO moves batches to the policy
+            buffer.add(obs, gi, action, logp, value, 0.0, False,  # CPU copies; PPO moves batches to the policy
+                       element_log_prob=lp_el.cpu() if opts.ppo_ratio == "per-element" else None)
             policy_s += time.perf_counter() - tp
             obs, r, terminated, truncated, info = env.step(step_action)
             done = bool(terminated or truncated)
@@ -311,7 +317,7 @@ def test_graph_rl_episode(benchmark, device, rate, measurements, arch, policy_on
               "episode_s": mean["total_s"], "evaluate_s": mean["evaluate_s"], "overhead_s": overhead,
               "policy_s": mean["policy_s"], "env_s": mean["env_s"], "setup_s": setup_s, "episodes": n_buffer,
               "ppo_update_per_episode_s": None if ppo_s is None else ppo_s / n_buffer,
-              "ppo_epochs_run": ppo_epochs, "policy_on": pdev.type, "amp": ev.ev.amp,
+              "ppo_epochs_run": ppo_epochs, "policy_on": pdev.type, "amp": ev.ev.amp, "candidate_eval": candidate_eval,
               "evaluate_flop_ratio": flop_ratio(mean["evaluate_s"], 2 * macs * images, rate)}
     measurements.put("episode", arch if policy_on == "cpu" else f"{arch}/policy-on-device", result)
     benchmark.extra_info.update(result)

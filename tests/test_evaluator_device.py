@@ -2,6 +2,7 @@
 chunk size that does not change the score, bf16 autocast as an option, the loader fallback."""
 from __future__ import annotations
 
+import contextlib
 import random
 from types import SimpleNamespace
 
@@ -85,25 +86,84 @@ def test_chunk_size_does_not_change_the_score_and_matches_the_loader_fallback():
     assert (ev.evaluate({}), ev.evaluate(keep)) == scores[None]
 
 
-def test_bf16_autocast_is_an_option_off_on_cpu_by_default():
+@pytest.mark.parametrize("mode", ["masked", "pruned"])
+def test_bf16_autocast_is_an_option_off_on_cpu_by_default(mode: str):
+    """The CUDA path (bf16 autocast for BN passes and scoring) run on the CPU, for both candidate modes."""
     model, splits, example = _setup()
     groups = find_groups(model, example)
     keep = _keep(groups, seed=1)
-    fp32 = SearchEvaluator(model, splits, "cpu", bn_batches=2, batch_size=32, example_input=example, groups=groups)
-    bf16 = SearchEvaluator(model, splits, "cpu", bn_batches=2, batch_size=32, example_input=example, groups=groups,
-                           amp=True)
+    kw = dict(bn_batches=2, batch_size=32, example_input=example, groups=groups, mode=mode)
+    fp32 = SearchEvaluator(model, splits, "cpu", **kw)
+    bf16 = SearchEvaluator(model, splits, "cpu", amp=True, **kw)
     assert not fp32.amp and bf16.amp
     dtypes = []
-    hook = bf16.net.conv1.register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))
-    acc = bf16.evaluate(keep)
-    hook.remove()
-    assert set(dtypes) == {torch.bfloat16} and len(dtypes) == 2 + 4  # BN passes, then search chunks
+    real_applied = SearchEvaluator.applied
+
+    @contextlib.contextmanager
+    def watched(self, keep):  # the stem conv of whichever network scores (working copy or pruned copy)
+        with real_applied(self, keep) as net:
+            hook = net.conv1.register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))
+            yield net
+            hook.remove()
+
+    import harness.search.evaluator as evaluator
+
+    real_recal, bn_autocast = evaluator.recalibrate_bn, []
+
+    def recal(*args, **kwargs):  # the BN passes run under the same autocast
+        bn_autocast.append(torch.is_autocast_enabled("cpu"))
+        return real_recal(*args, **kwargs)
+
+    SearchEvaluator.applied, evaluator.recalibrate_bn = watched, recal
+    try:
+        acc = bf16.evaluate(keep)
+    finally:
+        SearchEvaluator.applied, evaluator.recalibrate_bn = real_applied, real_recal
+    assert set(dtypes) == {torch.bfloat16} and len(dtypes) == 4 and bn_autocast == [True]  # BN passes, 4 chunks
     assert abs(acc - fp32.evaluate(keep)) <= 10.0  # bf16 logits flip a few near-ties, not the ranking
     assert abs(bf16.evaluate({}) - fp32.evaluate({})) <= 10.0
-    # BN state is restored in full precision after an autocast evaluation
+    # the working copy's BN state is full precision and unchanged after an autocast evaluation
     before = {k: v.clone() for k, v in bf16.net.state_dict().items()}
     bf16.evaluate(keep)
     assert all(torch.equal(v, before[k]) and v.dtype == before[k].dtype for k, v in bf16.net.state_dict().items())
+
+
+@pytest.mark.parametrize("mode", ["masked", "pruned"])
+def test_no_host_sync_while_a_candidate_is_scored(mode: str):
+    """On a GPU every ``.item()``/``int()`` of a device tensor stalls the stream: between the candidate being
+    ready (BN re-estimated) and the final count, the scoring loop reads nothing back (aten's
+    ``_local_scalar_dense`` is what every such read dispatches to; counted here on the CPU)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountReads(TorchDispatchMode):
+        reads = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                CountReads.reads += 1
+            return func(*args, **(kwargs or {}))
+
+    model, splits, example = _setup()
+    groups = find_groups(model, example)
+    ev = SearchEvaluator(model, splits, "cpu", bn_batches=2, batch_size=32, example_input=example, groups=groups,
+                         eval_batch_size=16, mode=mode)
+    real_applied = SearchEvaluator.applied
+
+    @contextlib.contextmanager
+    def counted(self, keep):
+        with real_applied(self, keep) as net, CountReads():
+            yield net
+
+    SearchEvaluator.applied = counted
+    try:
+        acc = ev.evaluate(_keep(groups, seed=2))
+    finally:
+        SearchEvaluator.applied = real_applied
+    assert CountReads.reads == 0 and 0.0 <= acc <= 100.0  # 7 chunks scored, nothing read back until the end
+    CountReads.reads = 0
+    with CountReads():
+        ev.evaluate(_keep(groups, seed=2))
+    assert CountReads.reads >= 1  # the final count is read (the one sync): the counter sees reads
 
 
 @pytest.mark.parametrize("bad", [{"eval_batch_size": 0}, {"batch_size": 0}, {"bn_batches": -1}])
