@@ -290,3 +290,46 @@ def test_reported_rejects_unknown_and_missing_columns(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text(",".join(REPORTED_COLUMNS) + ",extra\n")
     with pytest.raises(ValueError, match="extra"):
         load_reported(tmp_path)
+
+
+def test_interval_and_paired_difference_by_hand() -> None:
+    """Issue 14: the t interval and the paired difference to l1-uniform on a table with known values."""
+    from scipy import stats
+
+    from harness.results.markdown import fmt_paired
+    from harness.results.stats import mean_interval, paired_difference
+
+    ci = mean_interval([1.0, 2.0, 3.0])  # mean 2, std 1, t(0.975, 2) = 4.3027
+    assert (ci.mean, ci.std, ci.n) == (2.0, 1.0, 3)
+    assert ci.low == pytest.approx(2 - 4.302653 / math.sqrt(3)) and ci.high == pytest.approx(2 + 4.302653 / math.sqrt(3))
+    assert math.isnan(mean_interval([5.0]).low) and math.isnan(mean_interval([5.0]).std)
+    # paired: only the common seeds count, and the difference is per seed (not of the means)
+    d = paired_difference({0: 91.0, 1: 92.0, 2: 95.0, 7: 10.0}, {0: 90.0, 1: 90.0, 2: 92.0})
+    assert (d.mean, d.n) == (2.0, 3)
+    half = stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)
+    assert (d.low, d.high) == (pytest.approx(2 - half), pytest.approx(2 + half)) and not d.excludes_zero
+    tight = paired_difference({0: 91.0, 1: 92.0, 2: 93.0}, {0: 90.0, 1: 90.9, 2: 92.1})  # +1.0, +1.1, +0.9
+    assert tight.excludes_zero and tight.low > 0
+    assert fmt_paired(d.mean, d.low, d.high, d.n).endswith("n.s.")
+    assert fmt_paired(tight.mean, tight.low, tight.high, tight.n).startswith("**+1.00 [")
+
+    rows = []
+    for method, tops in (("l1-uniform", (90.0, 90.9, 92.1)), ("graph-rl", (91.0, 92.0, 93.0)),
+                         ("random", (89.0, 91.0, 95.0))):
+        for seed, top1 in enumerate(tops):
+            rec = record("l1-uniform", 0.5, 0, seed=seed, top1=top1)
+            rows.append(validate_record({**rec, "method": method}))
+    s = summarize(pd.DataFrame(rows)).set_index("method")
+    assert s.loc["graph-rl", "top1_vs_reference_mean"] == pytest.approx(1.0)
+    assert s.loc["graph-rl", "top1_vs_reference_low"] > 0 and s.loc["graph-rl", "top1_vs_reference_n"] == 3
+    assert s.loc["random", "top1_vs_reference_low"] < 0 < s.loc["random", "top1_vs_reference_high"]
+    assert math.isnan(s.loc["l1-uniform", "top1_vs_reference_mean"])  # the reference itself
+    expected = mean_interval([91.0, 92.0, 93.0])
+    assert (s.loc["graph-rl", "top1_ci_low"], s.loc["graph-rl", "top1_ci_high"]) == (
+        pytest.approx(expected.low), pytest.approx(expected.high))
+    from harness.results.markdown import render_table
+
+    page = render_table("cifar10", "resnet56", s.reset_index(), None)
+    line = {m: next(x for x in page.splitlines() if f"| {m} |" in x) for m in ("graph-rl", "random", "l1-uniform")}
+    assert "**+1.00 [" in line["graph-rl"] and "n.s." in line["random"] and "n.s." not in line["graph-rl"]
+    assert "Top-1 vs l1-uniform (paired)" in page

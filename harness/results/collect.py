@@ -26,6 +26,7 @@ import pandas as pd
 from harness.results.markdown import render_table
 from harness.results.reported import REPORTED_COLUMNS, load_reported
 from harness.results.schema import COLUMN_TYPES, NULLABLE, RUN_COLUMNS, validate_record
+from harness.results.stats import Interval, mean_interval, paired_difference
 
 #: Keys that identify one run; two metrics.json files with the same key are an error.
 RUN_KEY: tuple[str, ...] = ("dataset", "arch", "method", "budget_metric", "budget_target", "seed")
@@ -38,9 +39,16 @@ SUMMARY_METRICS: tuple[str, ...] = (
     "heldout_top1",
     "useful_recall",
 )
+#: Metrics whose mean gets a 95 % Student-t interval (``<m>_ci_low``, ``<m>_ci_high``; harness.results.stats).
+INTERVAL_METRICS: tuple[str, ...] = ("top1", "delta_top1", "heldout_top1", "useful_recall")
+#: Every method is compared with this one over the seeds both ran (paired differences of these metrics).
+PAIRED_REFERENCE = "l1-uniform"
+PAIRED_METRICS: tuple[str, ...] = ("top1", "heldout_top1")
 #: Column order of summary.csv.
 SUMMARY_COLUMNS: tuple[str, ...] = GROUP_KEYS + ("n", "seeds", "search_evaluations") + tuple(
-    f"{m}_{s}" for m in SUMMARY_METRICS for s in ("mean", "std"))
+    f"{m}_{s}" for m in SUMMARY_METRICS for s in ("mean", "std")) + tuple(
+    f"{m}_ci_{s}" for m in INTERVAL_METRICS for s in ("low", "high")) + tuple(
+    f"{m}_vs_reference_{s}" for m in PAIRED_METRICS for s in ("mean", "low", "high", "n"))
 #: Column order of kept_channels.csv.
 KEPT_COLUMNS: tuple[str, ...] = (
     "dataset", "arch", "method", "budget_metric", "budget_target", "seed",
@@ -84,7 +92,10 @@ def _typed_empty_runs() -> pd.DataFrame:
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std (ddof=1; NaN when n == 1, written as a blank cell) and n over seeds per :data:`GROUP_KEYS`.
+    """Per :data:`GROUP_KEYS`: mean, std (ddof=1; NaN when n == 1, written as a blank cell) and n over seeds,
+    the 95 % t interval of the mean for :data:`INTERVAL_METRICS`, and for :data:`PAIRED_METRICS` the mean
+    paired difference to :data:`PAIRED_REFERENCE` (same dataset, arch and budget; the seeds both ran) with its
+    interval (``<m>_vs_reference_{mean,low,high,n}``; blank for the reference itself and without common seeds).
 
     Why NaN and not 0 for a single seed: a zero std would claim a precision that one seed cannot show.
     """
@@ -92,6 +103,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in SUMMARY_COLUMNS})
     df = runs.copy()
     df["delta_top1"] = df["top1"] - df["base_top1"]
+    setting = ["dataset", "arch", "budget_metric", "budget_target"]
+    reference = {key: g.set_index("seed") for key, g in df[df["method"] == PAIRED_REFERENCE].groupby(setting)}
     rows = []
     for key, g in df.groupby(list(GROUP_KEYS), sort=True, dropna=False):
         row: dict[str, Any] = dict(zip(GROUP_KEYS, key))
@@ -104,6 +117,17 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
             vals = g[m].astype("float64")
             row[f"{m}_mean"] = float(vals.mean()) if vals.notna().any() else math.nan
             row[f"{m}_std"] = float(vals.std(ddof=1)) if vals.notna().sum() > 1 else math.nan
+        for m in INTERVAL_METRICS:
+            ci = mean_interval(g[m].astype("float64"))
+            row[f"{m}_ci_low"], row[f"{m}_ci_high"] = ci.low, ci.high
+        ref = reference.get(tuple(row[k] for k in setting))
+        for m in PAIRED_METRICS:
+            diff = Interval(math.nan, math.nan, 0, math.nan, math.nan)
+            if ref is not None and row["method"] != PAIRED_REFERENCE:
+                mine = g.set_index("seed")[m].astype("float64")
+                diff = paired_difference(mine.to_dict(), ref[m].astype("float64").to_dict())
+            row[f"{m}_vs_reference_mean"], row[f"{m}_vs_reference_low"] = diff.mean, diff.low
+            row[f"{m}_vs_reference_high"], row[f"{m}_vs_reference_n"] = diff.high, diff.n
         rows.append(row)
     out = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     return out.sort_values(list(GROUP_KEYS), kind="stable").reset_index(drop=True)

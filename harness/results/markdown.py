@@ -39,6 +39,28 @@ def fmt_mean_std(mean: Any, std: Any = float("nan"), *, digits: int = 2, scale: 
     return text
 
 
+def fmt_interval(low: Any, high: Any, *, digits: int = 2, signed: bool = False) -> str:
+    """``[low, high]`` (— when undefined: fewer than two seeds)."""
+    if _isnan(low) or _isnan(high):
+        return DASH
+    sign = "+" if signed else ""
+    return f"[{float(low):{sign}.{digits}f}, {float(high):{sign}.{digits}f}]"
+
+
+def fmt_paired(mean: Any, low: Any, high: Any, n: Any, *, digits: int = 2) -> str:
+    """A paired difference to the reference method: ``+0.55 [-0.31, +1.41] n.s.`` when its 95 % interval
+    contains zero (not different), in bold when it does not; ``+0.55 (n = 1)`` for one common seed."""
+    if _isnan(mean):
+        return DASH
+    text = f"{float(mean):+.{digits}f}"
+    if _isnan(low) or _isnan(high):
+        return f"{text} (n = {int(float(n))}, no interval)"
+    text += " " + fmt_interval(low, high, digits=digits, signed=True)
+    if float(low) <= 0.0 <= float(high):
+        return text + " n.s."
+    return f"**{text}**"
+
+
 def fmt_evaluations(value: Any) -> str:
     """``search_evaluations`` of a summary row as text: "" (not a search), "24", or "24;48" (seeds differ)."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
@@ -63,8 +85,8 @@ def render_table(dataset: str, arch: str, summary: pd.DataFrame, reported: pd.Da
     pub = pd.DataFrame() if reported is None else reported[
         (reported["dataset"] == dataset) & (reported["arch"] == arch)]
 
-    header = ["", "Method", "Budget", "n", "Top-1 (%)", "Δ top-1", "Base top-1 (%)", "Top-5 (%)",
-              "Held-out top-1 (%)", "MACs ↓ (%)", "Params ↓ (%)", "Source"]
+    header = ["", "Method", "Budget", "n", "Top-1 (%)", "Top-1 95 % CI", "Top-1 vs l1-uniform (paired)", "Δ top-1",
+              "Base top-1 (%)", "Top-5 (%)", "Held-out top-1 (%)", "MACs ↓ (%)", "Params ↓ (%)", "Source"]
     # the planted benchmark (harness/models/planted.py): the fraction of the useful channels each plan kept
     planted = str(arch).startswith(PLANTED_PREFIX)
     if planted:
@@ -72,7 +94,9 @@ def render_table(dataset: str, arch: str, summary: pd.DataFrame, reported: pd.Da
     lines = [
         f"# {dataset} / {arch}",
         "",
-        "**ours**: mean ± std over seeds (std with ddof = 1; omitted for n = 1), test split, reductions "
+        "**ours**: mean ± std over seeds (std with ddof = 1; omitted for n = 1), test split; the 95 % "
+        "Student-t interval of the mean; the mean paired difference to l1-uniform over the seeds both ran, "
+        "with its interval (**bold**: the interval excludes zero; n.s.: not different at that level); reductions "
         "measured by this suite's MAC/parameter counter relative to our unpruned model. "
         "**reported**: published numbers copied from the cited source, with their own baseline and FLOPs "
         "convention — compare Δ top-1, not absolute accuracy. **Held-out top-1**: the pruned model before "
@@ -95,6 +119,9 @@ def render_table(dataset: str, arch: str, summary: pd.DataFrame, reported: pd.Da
         cells = [
             "ours", method, fmt_budget(r["budget_metric"], r["budget_target"]), str(n),
             fmt_mean_std(r["top1_mean"], r["top1_std"]),
+            fmt_interval(r.get("top1_ci_low"), r.get("top1_ci_high")),
+            fmt_paired(r.get("top1_vs_reference_mean"), r.get("top1_vs_reference_low"),
+                       r.get("top1_vs_reference_high"), r.get("top1_vs_reference_n")),
             fmt_mean_std(r["delta_top1_mean"], r["delta_top1_std"], signed=True),
             fmt_mean_std(r["base_top1_mean"], r["base_top1_std"]),
             fmt_mean_std(r["top5_mean"], r["top5_std"]),
@@ -115,7 +142,8 @@ def render_table(dataset: str, arch: str, summary: pd.DataFrame, reported: pd.Da
             ref = f" [{len(notes)}]"
         cells = [
             "**reported**", f"{r['method']} (reported)", DASH, DASH,
-            fmt_mean_std(r["top1"]), fmt_mean_std(delta, signed=True), fmt_mean_std(r["base_top1"]), DASH, DASH,
+            fmt_mean_std(r["top1"]), DASH, DASH, fmt_mean_std(delta, signed=True), fmt_mean_std(r["base_top1"]),
+            DASH, DASH,
             fmt_mean_std(r["macs_reduction"], digits=1, scale=100.0),
             fmt_mean_std(r["params_reduction"], digits=1, scale=100.0),
             f"{r['source']}{ref}",
