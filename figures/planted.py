@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from figures.style import method_colour
+
 #: arch names of the planted benchmark (harness.models.planted.PREFIX; not imported: it would load torch)
 PLANTED_PREFIX = "planted-"
 #: accuracy columns drawn, with their legend labels (``heldout_top1`` only when present and non-empty)
@@ -88,7 +90,7 @@ def plot_planted(runs: pd.DataFrame, *, dataset: str, arch: str) -> Figure:
             if m.empty:
                 continue
             if m["useful_recall"].notna().any():
-                _bars(recall_ax, x[i], m["useful_recall"], width=0.6, colour="C2", label=None)
+                _bars(recall_ax, x[i], m["useful_recall"], width=0.6, colour=method_colour(method), label=None)
             else:  # unstructured (or a run without a ground truth): no channel is removed, no recall
                 recall_ax.text(x[i], 0.02, "n/a", ha="center", va="bottom", fontsize="small", color="0.4")
             for k, (column, label) in enumerate(accuracy):

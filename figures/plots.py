@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from figures.style import method_colour, metric_marker
 from harness.io import atomic_write
 
 #: Markers of the published points, one per reported method (ours use "o" with error bars).
@@ -65,7 +66,8 @@ def plot_accuracy_vs_macs(summary: pd.DataFrame, reported: pd.DataFrame | None =
         if not _truthy(structured):
             label += " (unstructured)"
         ax.errorbar(g["macs_reduction_mean"].astype(float), g["top1_mean"].astype(float),
-                    yerr=g["top1_std"].astype(float).fillna(0.0), marker="o", capsize=3, linewidth=1.5,
+                    yerr=g["top1_std"].astype(float).fillna(0.0), marker=metric_marker(metric), capsize=3,
+                    linewidth=1.5, color=method_colour(str(method)),
                     linestyle="-" if _truthy(structured) else "--", label=label)
     base = reference_top1(ours)
     if not math.isnan(base):
@@ -130,7 +132,7 @@ def plot_kept_channels(kept: pd.DataFrame, *, dataset: str, arch: str, metric: s
         n_seeds = g["seed"].nunique()
         linestyle, marker, size = styles[i % len(styles)]
         ax.plot(per_group.index.to_numpy(), per_group.to_numpy(), marker=marker, markersize=size, linewidth=1.3,
-                linestyle=linestyle, markerfacecolor="none" if i % 2 else None,
+                linestyle=linestyle, markerfacecolor="none" if i % 2 else None, color=method_colour(str(method)),
                 label=f"{method} (mean of {n_seeds} seed{'s' if n_seeds != 1 else ''})")
     label_group_axis(ax, k)
     ax.set_ylabel("kept fraction of channels")

@@ -17,7 +17,7 @@ import pandas as pd
 
 from figures.crl import crl_pairs, crl_search_logs, plot_crl_search
 from figures.planted import planted_pairs, plot_planted
-from figures.search import plot_l1_overlap, plot_search_curves
+from figures.search import plot_l1_overlap, plot_search_curves, plot_search_efficiency
 from figures.plots import (
     budget_slug, default_budget, parse_budget, plot_accuracy_vs_macs, plot_kept_channels, save_figure,
     available_budgets,
@@ -49,7 +49,8 @@ def render_all(tables_dir: str | os.PathLike, out_dir: str | os.PathLike, budget
     """Write all figures into ``out_dir`` and return their paths.
 
     * ``accuracy_vs_macs_<dataset>_<arch>.<fmt>`` for every dataset/arch in summary.csv;
-    * ``search_<dataset>_<arch>.<fmt>`` for every dataset/arch in search_logs.csv (searching methods only);
+    * ``search_<dataset>_<arch>.<fmt>`` for every dataset/arch in search_logs.csv (searching methods only), and
+      ``search_efficiency_<dataset>_<arch>.<fmt>``: best search accuracy vs. candidate evaluations, all of them;
     * ``crl_<dataset>_<arch>.<fmt>`` for every dataset/arch with crl-neuron / crl-layer logs in search_logs.csv
       (nu and the mean cost against the budget over training, one line per method x budget);
     * ``planted_<dataset>_<arch>.<fmt>`` for every planted arch in runs.csv (useful recall and accuracy per
@@ -83,6 +84,9 @@ def render_all(tables_dir: str | os.PathLike, out_dir: str | os.PathLike, budget
             fig = plot_search_curves(logs, dataset=dataset, arch=arch)
             for fmt in formats:
                 written.append(save_figure(fig, out / f"search_{dataset}_{arch}.{fmt}"))
+            fig = plot_search_efficiency(logs, dataset=dataset, arch=arch)
+            for fmt in formats:
+                written.append(save_figure(fig, out / f"search_efficiency_{dataset}_{arch}.{fmt}"))
         # the constrained-RL searches: Lagrange multiplier and mean cost against the budget (figures/crl.py)
         for dataset, arch in crl_pairs(logs):
             crl, seed = crl_search_logs(logs, dataset=dataset, arch=arch)

@@ -162,9 +162,9 @@ FIGURES = [FIG + f"/accuracy_vs_macs_{tag}.{ext}" for tag in EXPERIMENT_TAGS for
     FIG + f"/l1_overlap_{tag}_{_layer_budget}.{ext}" for tag in EXPERIMENT_TAGS for ext in ("png", "pdf")
 ] + [
     # search curves for the experiments that run at least one method that logs its search
-    FIG + f"/search_{tag}.{ext}" for tag in sorted({f"{e.dataset}_{e.arch}" for e, m, _, _ in WF.runs()
+    FIG + f"/{kind}_{tag}.{ext}" for tag in sorted({f"{e.dataset}_{e.arch}" for e, m, _, _ in WF.runs()
                                                     if registry.get_method(m).search_log})
-    for ext in ("png", "pdf")
+    for kind in ("search", "search_efficiency") for ext in ("png", "pdf")
 ] + [
     # the constrained-RL multiplier and cost figure for the experiments that run crl-neuron or crl-layer
     FIG + f"/crl_{tag}.{ext}" for tag in sorted({f"{e.dataset}_{e.arch}" for e, m, _, _ in WF.runs()

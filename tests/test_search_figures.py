@@ -93,3 +93,38 @@ def test_render_all_draws_the_search_figures(runs: list[Path], tmp_path: Path) -
     # collect wrote an empty summary (no metrics): render_all still draws the plan/log figures
     written = {p.name for p in render_all(tables, tmp_path / "out", "macs-0.5", formats=("png",))}
     assert {"search_cifar10_resnet56.png", "l1_overlap_cifar10_resnet56_macs-0.5.png"} <= written
+
+
+def test_every_method_has_its_own_colour_and_every_metric_its_marker() -> None:
+    """Issue 14: 14 series no longer cycle through 10 colours; a new method never borrows a built-in's."""
+    from figures.style import METHOD_COLOURS, METRIC_MARKERS, method_colour, metric_marker
+
+    colours = [method_colour(m) for m in METHOD_COLOURS]
+    assert len(set(colours)) == len(colours)
+    for new in ("slimming", "hrank", "my-method"):
+        assert method_colour(new) not in colours and method_colour(new) == method_colour(new)
+    assert len({metric_marker(m) for m in METRIC_MARKERS}) == len(METRIC_MARKERS)
+
+
+def test_search_efficiency_puts_every_search_and_its_control_on_one_axis_per_budget() -> None:
+    from figures.search import plot_search_efficiency
+    from figures.style import method_colour
+
+    rows = []
+    for method, accs in (("graph-rl", [40, 60, 55, 80]), ("random-search", [45, 50, 52, 51])):
+        for seed in (0, 1):
+            best = np.maximum.accumulate(np.array(accs, dtype=float) + seed)
+            rows += [{"dataset": "d", "arch": "a", "method": method, "budget_metric": "macs", "budget_target": 0.5,
+                      "seed": seed, "episode": e, "best_accuracy": b} for e, b in enumerate(best)]
+    # constrained RL logs once per PPO update, its episode column counting finished episodes: one point
+    rows.append({"dataset": "d", "arch": "a", "method": "crl-neuron", "budget_metric": "macs", "budget_target": 0.5,
+                 "seed": 0, "episode": 4, "update": 1, "best_accuracy": 30.0})
+    fig = plot_search_efficiency(pd.DataFrame(rows), dataset="d", arch="a")
+    ax = fig.axes[0]
+    lines = {line.get_label().split(" (")[0]: line for line in ax.get_lines()}
+    assert set(lines) == {"graph-rl", "random-search", "crl-neuron"}
+    x, y = lines["graph-rl"].get_data()
+    assert list(x) == [1, 2, 3, 4] and list(y) == [40.5, 60.5, 60.5, 80.5]  # mean of the seeds' best so far
+    assert lines["graph-rl"].get_color() == method_colour("graph-rl")
+    crl_x, _ = lines["crl-neuron"].get_data()
+    assert list(crl_x) == [4] and lines["crl-neuron"].get_marker() == "o"  # one point, drawn as a dot
