@@ -205,7 +205,8 @@ def _search(ctx: PruneContext, name: str, channel_scores: str) -> Keep:
     acc, index, plan = best
     log.info("%s: best of %d evaluations is #%d, %.2f %% on the search split", name, o.evaluations, index, acc)
     ctx.meta.update({"search_evaluations": int(o.evaluations), "best_evaluation": int(index),
-                     "best_search_accuracy": float(acc)})
+                     "best_search_accuracy": float(acc),
+                     "search_images_scored": int(o.evaluations) * evaluator.images_per_candidate})
     return {gid: list(v) for gid, v in plan.items()}
 
 

@@ -295,6 +295,9 @@ def graph_rl(ctx: PruneContext) -> Keep:
     if best is None:
         raise RuntimeError("graph-rl found no feasible plan (the environment's projection should make every plan feasible)")
     ctx.meta["search_evaluations"] = opts.episodes + (1 if opened else 0)
+    ctx.meta["search_images_scored"] = ctx.meta["search_evaluations"] * evaluator.images_per_candidate
+    # runs.csv's best_is_opening: the returned plan is the opening method's (only with an opening bar)
+    ctx.meta["best_is_opening"] = bool(best_is_opening)
     ctx.meta["graph_rl"] = {"best_search_top1": best[0], "best_is_opening": best_is_opening,
                             "opening_bar": opts.opening_bar}
     return {gid: idxs for gid, idxs in best[1].items()}

@@ -17,6 +17,8 @@ rule collect:
         reported=R + "/tables/reported.csv",
         search_logs=R + "/tables/search_logs.csv",
         markdown=[R + f"/tables/{tag}.md" for tag in EXPERIMENT_TAGS],
+        # the exact configuration the tables came from (all --configfile files merged), in the report zip too
+        config=report(R + "/tables/config.yaml", category="Config"),
     log:
         LOGS + "/collect.log",
     benchmark:
@@ -29,7 +31,12 @@ rule collect:
         listfile=R + "/tables/.inputs.txt",
         reported=str(Path(workflow.basedir, "results", "reported")),
     run:
+        import yaml
+
+        from harness.io import write_text
+
         Path(params.listfile).parent.mkdir(parents=True, exist_ok=True)
+        write_text(output.config, yaml.safe_dump(dict(config), sort_keys=False))
         Path(params.listfile).write_text(
             "--metrics\n" + "\n".join(input.metrics) + "\n--plans\n" + "\n".join(input.plans) + "\n"
         )

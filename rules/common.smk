@@ -146,7 +146,7 @@ RUN_METRICS = [RUN.format(**r) + "/metrics.json" for r in grid_runs()]
 RUN_PLANS = [RUN.format(**r) + "/plan.json" for r in grid_runs()]
 EXPERIMENT_TAGS = [f"{e.dataset}_{e.arch}" for e in WF.experiments]
 TABLES = [R + "/tables/runs.csv", R + "/tables/summary.csv", R + "/tables/kept_channels.csv", R + "/tables/reported.csv",
-          R + "/tables/search_logs.csv"] + [
+          R + "/tables/search_logs.csv", R + "/tables/config.yaml"] + [
     R + f"/tables/{tag}.md" for tag in EXPERIMENT_TAGS
 ]
 _figure_budget = (WF.raw.get("figures") or {}).get("layer_budget")

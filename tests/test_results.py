@@ -333,3 +333,42 @@ def test_interval_and_paired_difference_by_hand() -> None:
     line = {m: next(x for x in page.splitlines() if f"| {m} |" in x) for m in ("graph-rl", "random", "l1-uniform")}
     assert "**+1.00 [" in line["graph-rl"] and "n.s." in line["random"] and "n.s." not in line["graph-rl"]
     assert "Top-1 vs l1-uniform (paired)" in page
+
+
+def test_opening_plan_and_search_cost_are_columns_and_marked_in_the_table(tmp_path: Path) -> None:
+    """Issue 14: a search that returned its opening plan (another method's) is a column of runs.csv and is
+    marked in the table, never bold against that method; the search cost is its own table."""
+    from harness.results.markdown import render_table
+
+    paths = []
+    for seed, (top1, opening) in enumerate([(92.0, True), (93.0, False), (94.0, True)]):
+        for method, t, extra in (("l1-uniform", 90.0 + seed * 0.1, {}),
+                                 ("graph-rl", top1, {"best_is_opening": opening, "search_evaluations": 24,
+                                                     "search_images_scored": 24 * 1500, "search_device": "cpu"})):
+            rec = {**record("l1-uniform", 0.5, 0), "method": method, "seed": seed, "top1": t, **extra}
+            paths.append(tmp_path / f"{method}-{seed}.json")
+            paths[-1].write_text(json.dumps(rec))
+    collect(paths, [], tmp_path / "t", None)
+    runs = read_runs(tmp_path / "t" / "runs.csv")
+    assert runs["best_is_opening"].dtype == "boolean"
+    g = runs[runs["method"] == "graph-rl"].sort_values("seed")
+    assert g["best_is_opening"].tolist() == [True, False, True]
+    assert runs.loc[runs["method"] == "l1-uniform", "best_is_opening"].isna().all()  # cannot: blank, not False
+    assert g["search_images_scored"].tolist() == [36000] * 3 and set(g["search_device"]) == {"cpu"}
+    s = pd.read_csv(tmp_path / "t" / "summary.csv").set_index("method")
+    assert s.loc["graph-rl", "best_is_opening_n"] == 2 and math.isnan(s.loc["l1-uniform", "best_is_opening_n"])
+    page = (tmp_path / "t" / "cifar10_resnet56.md").read_text()
+    row = next(x for x in page.splitlines() if x.startswith("| ours | graph-rl"))
+    assert "‡ (opening plan in 2 of 3 seeds)" in row and "**" not in row  # +3 points, but not a win
+    assert s.loc["graph-rl", "top1_vs_reference_low"] > 0  # the interval alone would have called it one
+    assert "**Search cost**" in page and "| graph-rl | macs 0.50 | 24 | 0.04 ± 0.00 |" in page
+
+
+def test_provenance_survives_a_source_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: without .git (a source archive) a run records the package version, not "unknown"."""
+    import harness.cli.common as common
+
+    monkeypatch.setattr(common, "REPO_ROOT", tmp_path)  # no .git here
+    (tmp_path / "pyproject.toml").write_text('[project]\\nname = "prunebench"\\nversion = "9.9.9"\\n')
+    version = common.git_commit()
+    assert version.startswith("prunebench ") and version != "unknown"

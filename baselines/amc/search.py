@@ -217,6 +217,8 @@ def amc(ctx: PruneContext) -> Keep:
         raise RuntimeError("amc ran no episode")
     log.info("amc: best reward %.4f (top-1 %.2f %%) at episode %d", best["reward"], best["accuracy"], best["episode"])
     ctx.meta["search_evaluations"] = int(opts.episodes)  # one scored candidate per episode
+    scorer = getattr(env.evaluator, "evaluator", env.evaluator)  # the SearchEvaluator inside a re-fit wrapper
+    ctx.meta["search_images_scored"] = int(opts.episodes) * scorer.images_per_candidate
     ctx.meta["amc"] = {"best_episode": best["episode"], "best_reward": best["reward"],
                        "best_search_top1": best["accuracy"], "strategy": [round(r, 6) for r in best["strategy"]],
                        "layers": [la.module for la in env.layers]}

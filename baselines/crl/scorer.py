@@ -81,6 +81,14 @@ class EpisodeScorer:
                 x, y = fetch(splits.train_plain, idx.tolist())
                 self.bn_data.append((x.to(self.device), y.to(self.device)))
 
+    def images_per_episode(self, finetune_iters: int) -> int:
+        """Images one episode's score runs through the network (search cost): the inner fine-tune's batches,
+        the BN passes and the reward images."""
+        reward = (sum(int(y.numel()) for _, y in self.search_batches) if self.reward_split == "search" else
+                  max(1, self.reward_samples // self.reward_batch_size) * min(self.reward_batch_size, self.reward_samples))
+        bn = sum(int(y.numel()) for _, y in self.bn_data)
+        return int(finetune_iters) * self.finetune_batch_size + bn + reward
+
     # ------------------------------------------------------------------------------------------ masks
     def _reset(self) -> None:
         if self._dirty:

@@ -192,7 +192,7 @@ class _Search:
     # ------------------------------------------------------------------------------------------ training
     def train(self) -> tuple[PPOLagrangian, list[dict[str, Any]]]:
         o, ctx = self.opts, self.ctx
-        scorer = EpisodeScorer(
+        self.scorer = scorer = EpisodeScorer(
             ctx.model, ctx.splits, ctx.device, ctx.example_input,
             groups=ctx.groups if self.variant == "neuron" else None, reward_split=o.reward_split,
             reward_samples=o.reward_samples, reward_batch_size=o.reward_batch_size,
@@ -241,6 +241,7 @@ class _Search:
         write_csv(self.workdir / "search_log.csv", LOG_COLUMNS, rows)
         # every finished training episode was scored once (its reward), whether or not it was resumed
         self.train_episodes = int(rows[-1]["episode"]) if rows else 0
+        self.train_rows = rows
         return agent, rows
 
     def _row(self, update: int, agent: PPOLagrangian, stats: dict[str, float], eps: list[Episode], best: float,
@@ -320,6 +321,9 @@ class _Search:
         write_csv(self.workdir / "final_candidates.csv", FINAL_COLUMNS, rows)
         # candidates scored: one per training episode, plus the distinct feasible final rollouts
         ctx.meta["search_evaluations"] = getattr(self, "train_episodes", 0) + len(scored)
+        trained = sum(int(r["episodes_in_rollout"]) * self.scorer.images_per_episode(int(r["finetune_iters"]))
+                      for r in getattr(self, "train_rows", [])) if hasattr(self, "scorer") else 0
+        ctx.meta["search_images_scored"] = int(trained + len(scored) * evaluator.images_per_candidate)
         ctx.meta["crl"] = {"candidates": len(candidates), "feasible": sum(r["feasible"] for r in rows),
                            "chosen": chosen, "chosen_kind": candidates[chosen][0], "search_accuracy": acc,
                            "projected": projected, "updates": agent.updates, "timesteps": agent.timesteps,

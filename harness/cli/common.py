@@ -84,6 +84,8 @@ def example_input(info: Any) -> torch.Tensor:
 
 
 def git_commit() -> str:
+    """The commit the code ran from (``-dirty`` with uncommitted changes); from a source archive without
+    ``.git``, the package version (``prunebench <version>``), so a run always says what made it."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
@@ -91,6 +93,23 @@ def git_commit() -> str:
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
+        return package_version()
+
+
+def package_version() -> str:
+    """``prunebench <version>`` from the installed package metadata, or from pyproject.toml beside the code."""
+    from importlib import metadata
+
+    try:
+        return f"prunebench {metadata.version('prunebench')}"
+    except metadata.PackageNotFoundError:
+        pass
+    try:
+        import tomllib
+
+        with open(REPO_ROOT / "pyproject.toml", "rb") as fh:
+            return f"prunebench {tomllib.load(fh)['project']['version']}"
+    except (OSError, KeyError, ValueError):
         return "unknown"
 
 

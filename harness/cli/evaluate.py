@@ -59,6 +59,10 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
         # prune stage facts: the final plan's top-1 on the held-out part of the search split (null when off),
         # and how many candidates a search scored (null for methods that do not say)
         "heldout_top1": plan.meta.get("heldout_top1"), "search_evaluations": plan.meta.get("search_evaluations"),
+        # a search that returned its opening plan returned another method's plan (null: the method cannot)
+        "best_is_opening": plan.meta.get("best_is_opening"),
+        # search cost: images the search scored and the device it ran on (the prune stage's)
+        "search_images_scored": plan.meta.get("search_images_scored"), "search_device": plan.meta.get("device"),
         # planted benchmark: fraction of the useful channels the plan keeps (null for other archs / unstructured)
         "useful_recall": plan_useful_recall(plan, args.ground_truth),
         "git_commit": common.git_commit(), "device": str(device), **common.versions(),

@@ -35,7 +35,7 @@ GROUP_KEYS: tuple[str, ...] = ("dataset", "arch", "method", "structured", "budge
 #: Columns aggregated in summary.csv (``delta_top1`` = top1 - base_top1 per run, then aggregated).
 SUMMARY_METRICS: tuple[str, ...] = (
     "top1", "top5", "base_top1", "delta_top1", "macs_reduction", "params_reduction", "achieved_reduction",
-    "search_wall_s", "finetune_wall_s",
+    "search_wall_s", "finetune_wall_s", "search_images_scored",
     "heldout_top1",
     "useful_recall",
 )
@@ -45,7 +45,7 @@ INTERVAL_METRICS: tuple[str, ...] = ("top1", "delta_top1", "heldout_top1", "usef
 PAIRED_REFERENCE = "l1-uniform"
 PAIRED_METRICS: tuple[str, ...] = ("top1", "heldout_top1")
 #: Column order of summary.csv.
-SUMMARY_COLUMNS: tuple[str, ...] = GROUP_KEYS + ("n", "seeds", "search_evaluations") + tuple(
+SUMMARY_COLUMNS: tuple[str, ...] = GROUP_KEYS + ("n", "seeds", "search_evaluations", "search_device", "best_is_opening_n") + tuple(
     f"{m}_{s}" for m in SUMMARY_METRICS for s in ("mean", "std")) + tuple(
     f"{m}_ci_{s}" for m in INTERVAL_METRICS for s in ("low", "high")) + tuple(
     f"{m}_vs_reference_{s}" for m in PAIRED_METRICS for s in ("mean", "low", "high", "n"))
@@ -57,6 +57,8 @@ KEPT_COLUMNS: tuple[str, ...] = (
 PLAN_FORMAT = "prunebench-plan/1"
 #: Integer run columns that may be blank (``search_evaluations``).
 NULLABLE_INT: tuple[str, ...] = tuple(c for c in RUN_COLUMNS if COLUMN_TYPES[c] is int and c in NULLABLE)
+#: Boolean run columns that may be blank (``best_is_opening``).
+NULLABLE_BOOL: tuple[str, ...] = tuple(c for c in RUN_COLUMNS if COLUMN_TYPES[c] is bool and c in NULLABLE)
 
 
 def _read_json(path: str | os.PathLike) -> Any:
@@ -81,13 +83,15 @@ def load_runs(metrics_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     if df.empty:
         return _typed_empty_runs()
     df = df.astype({c: "Int64" for c in NULLABLE_INT})  # blank cells, not 24.0
+    df = df.astype({c: "boolean" for c in NULLABLE_BOOL})  # blank cells, not False (NaN from the validator)
     return df.sort_values(list(RUN_KEY), kind="stable").reset_index(drop=True)
 
 
 def _typed_empty_runs() -> pd.DataFrame:
     from harness.results.schema import COLUMN_TYPES
     kind = {str: "str", int: "int64", float: "float64", bool: "bool"}
-    return pd.DataFrame({c: pd.Series(dtype="Int64" if c in NULLABLE_INT else kind[COLUMN_TYPES[c]])
+    return pd.DataFrame({c: pd.Series(dtype="Int64" if c in NULLABLE_INT else "boolean" if c in NULLABLE_BOOL
+                                      else kind[COLUMN_TYPES[c]])
                          for c in RUN_COLUMNS})
 
 
@@ -113,6 +117,11 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         # candidates the search scored: one number when every seed agrees (blank for methods that do not say)
         evals = g["search_evaluations"].dropna() if "search_evaluations" in g else []
         row["search_evaluations"] = ";".join(str(int(v)) for v in sorted(set(evals)))
+        devices = g["search_device"].replace("", math.nan).dropna() if "search_device" in g else []
+        row["search_device"] = ";".join(sorted(set(map(str, devices))))
+        # seeds whose search returned its opening plan (another method's): blank when the method cannot
+        opening = g["best_is_opening"].dropna() if "best_is_opening" in g else []
+        row["best_is_opening_n"] = int(sum(bool(v) for v in opening)) if len(opening) else math.nan
         for m in SUMMARY_METRICS:
             vals = g[m].astype("float64")
             row[f"{m}_mean"] = float(vals.mean()) if vals.notna().any() else math.nan

@@ -74,6 +74,24 @@ def fmt_budget(metric: str, target: float) -> str:
     return f"{metric} {float(target):.2f}"
 
 
+def search_cost_table(ours: pd.DataFrame) -> list[str]:
+    """What each search cost (issue 14): candidates scored, images run through the network, wall time, device."""
+    rows = ours[ours["search_evaluations"].map(lambda v: bool(fmt_evaluations(v)))]
+    lines = ["**Search cost** (mean ± std over seeds): candidates scored, images run through the network "
+             "(BN passes, scored images, constrained RL's inner fine-tunes), search wall time, device.", "",
+             "| Method | Budget | Candidates | Images scored (millions) | Search wall time (s) | Device |",
+             "|---|---|---|---|---|---|"]
+    for _, r in rows.iterrows():
+        lines.append("| " + " | ".join(_cell(c) for c in (
+            r["method"], fmt_budget(r["budget_metric"], r["budget_target"]), fmt_evaluations(r["search_evaluations"]),
+            fmt_mean_std(r.get("search_images_scored_mean"), r.get("search_images_scored_std"), digits=2,
+                         scale=1e-6),
+            fmt_mean_std(r.get("search_wall_s_mean"), r.get("search_wall_s_std"), digits=1),
+            r.get("search_device") if isinstance(r.get("search_device"), str) and r.get("search_device") else DASH,
+        )) + " |")
+    return lines + [""]
+
+
 def render_table(dataset: str, arch: str, summary: pd.DataFrame, reported: pd.DataFrame | None) -> str:
     """The Markdown page of one dataset/arch.
 
@@ -105,13 +123,17 @@ def render_table(dataset: str, arch: str, summary: pd.DataFrame, reported: pd.Da
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] * len(header)) + "|",
     ]
-    unstructured = searched = False
+    unstructured = searched = opening = False
     for _, r in ours.iterrows():
         method = str(r["method"])
         evaluations = fmt_evaluations(r.get("search_evaluations"))
         if evaluations:
             method += f" (N={evaluations})"  # candidates its search scored: the table says so
             searched = True
+        returned_opening = not _isnan(r.get("best_is_opening_n")) and float(r.get("best_is_opening_n")) > 0
+        if returned_opening:  # it returned another method's plan in some seeds: never a win over that method
+            method += f" ‡ (opening plan in {int(float(r['best_is_opening_n']))} of {int(r['n'])} seeds)"
+            opening = True
         if not bool(r["structured"]):
             method += " (unstructured †)"
             unstructured = True
@@ -120,8 +142,9 @@ def render_table(dataset: str, arch: str, summary: pd.DataFrame, reported: pd.Da
             "ours", method, fmt_budget(r["budget_metric"], r["budget_target"]), str(n),
             fmt_mean_std(r["top1_mean"], r["top1_std"]),
             fmt_interval(r.get("top1_ci_low"), r.get("top1_ci_high")),
-            fmt_paired(r.get("top1_vs_reference_mean"), r.get("top1_vs_reference_low"),
-                       r.get("top1_vs_reference_high"), r.get("top1_vs_reference_n")),
+            ("‡ " if returned_opening else "") + fmt_paired(
+                r.get("top1_vs_reference_mean"), r.get("top1_vs_reference_low"), r.get("top1_vs_reference_high"),
+                r.get("top1_vs_reference_n")).replace("**", "" if returned_opening else "**"),
             fmt_mean_std(r["delta_top1_mean"], r["delta_top1_std"], signed=True),
             fmt_mean_std(r["base_top1_mean"], r["base_top1_std"]),
             fmt_mean_std(r["top5_mean"], r["top5_std"]),
@@ -163,6 +186,12 @@ def render_table(dataset: str, arch: str, summary: pd.DataFrame, reported: pd.Da
         lines += ["N = candidate plans a search method scored on the search split before returning its best (RL "
                   "episodes; random-search evaluations); a search method should beat random-search at the same N.",
                   ""]
+    if opening:
+        lines += ["‡ the search returned its opening plan (the plan of the method named by its `opening_bar`, "
+                  "scored before the first episode) in the seeds stated: there it returned another method's plan, so "
+                  "its difference to that method is fine-tuning noise, not a win (never shown in bold).", ""]
+    if searched:
+        lines += search_cost_table(ours)
     if unstructured:
         lines += ["† unstructured run (`structured = false` in its metrics.json): weights are masked rather "
                   "than channels removed, so its reductions do not mean a smaller dense model; do not compare "

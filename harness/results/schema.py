@@ -18,19 +18,20 @@ RUN_COLUMNS: tuple[str, ...] = (
     "base_macs", "base_params", "macs", "params",
     "macs_reduction", "params_reduction", "achieved_reduction",
     "finetune_epochs", "search_wall_s", "finetune_wall_s",
-    "heldout_top1", "search_evaluations",
+    "heldout_top1", "search_evaluations", "search_images_scored", "search_device", "best_is_opening",
     "useful_recall",
     "git_commit", "python_version", "torch_version", "torchvision_version", "torch_pruning_version",
     "timm_version", "device",
 )
 
 _STR = ("dataset", "arch", "method", "budget_metric", "git_commit", "python_version", "torch_version",
-        "torchvision_version", "torch_pruning_version", "timm_version", "device")
-_INT = ("seed", "base_macs", "base_params", "macs", "params", "finetune_epochs", "search_evaluations")
+        "torchvision_version", "torch_pruning_version", "timm_version", "device", "search_device")
+_INT = ("seed", "base_macs", "base_params", "macs", "params", "finetune_epochs", "search_evaluations",
+        "search_images_scored")
 _FLOAT = ("budget_target", "base_top1", "base_top5", "top1", "top5", "macs_reduction", "params_reduction",
           "achieved_reduction", "search_wall_s", "finetune_wall_s", "heldout_top1",
           "useful_recall")
-_BOOL = ("structured",)
+_BOOL = ("structured", "best_is_opening")
 
 #: Python type of each column after :func:`validate_record`.
 COLUMN_TYPES: dict[str, type] = {
@@ -42,7 +43,7 @@ assert set(COLUMN_TYPES) == set(RUN_COLUMNS)
 NULLABLE: frozenset[str] = frozenset({
     "git_commit", "python_version", "torch_version", "torchvision_version", "torch_pruning_version",
     "timm_version", "device", "search_wall_s", "finetune_wall_s",
-    "heldout_top1", "search_evaluations",
+    "heldout_top1", "search_evaluations", "search_images_scored", "search_device", "best_is_opening",
     "useful_recall",
 })
 
@@ -51,7 +52,12 @@ NULLABLE: frozenset[str] = frozenset({
 #: ``search_evaluations``: candidates a search method scored (its plan's meta; empty for other methods).
 #: ``useful_recall``: fraction of the planted benchmark's useful channels the plan keeps (harness/models/planted.py;
 #: null for other archs and for unstructured plans).
-OPTIONAL: frozenset[str] = frozenset({"heldout_top1", "search_evaluations", "useful_recall"})
+#: ``best_is_opening``: the search returned its opening plan, i.e. another method's plan (graph-rl with an
+#: ``opening_bar``); null for methods that cannot return another method's plan.
+#: ``search_images_scored``: images the search ran through the network (candidates x (BN + scored images),
+#: plus constrained RL's inner fine-tunes); ``search_device``: where the prune stage searched.
+OPTIONAL: frozenset[str] = frozenset({"heldout_top1", "search_evaluations", "search_images_scored", "search_device",
+                                      "best_is_opening", "useful_recall"})
 assert OPTIONAL <= NULLABLE
 
 
@@ -60,7 +66,9 @@ def pandas_dtype(col: str) -> str:
     typ = COLUMN_TYPES[col]
     if typ is int:
         return "Int64" if col in NULLABLE else "int64"
-    return {str: "str", float: "float64", bool: "bool"}[typ]
+    if typ is bool:
+        return "boolean" if col in NULLABLE else "bool"
+    return {str: "str", float: "float64"}[typ]
 
 #: Columns that must be non-empty strings: they are the keys of every table.
 _KEY_STR = ("dataset", "arch", "method", "budget_metric")
@@ -152,5 +160,7 @@ def read_runs(path: str | os.PathLike) -> pd.DataFrame:
         raise ValueError(f"{os.fspath(path)} is missing column(s): {', '.join(missing)}")
     df = df[list(RUN_COLUMNS)]
     if len(df):
-        df["structured"] = df["structured"].map(_to_bool)
+        for col in _BOOL:  # a blank cell of a nullable flag is <NA>, not False
+            df[col] = df[col].map(lambda v: pd.NA if col in NULLABLE and str(v).strip() in ("", "nan", "<NA>")
+                                  else _to_bool(v))
     return df.astype(dtypes)

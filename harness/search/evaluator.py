@@ -202,6 +202,11 @@ class SearchEvaluator:
                     torch._foreach_copy_(dst, src)  # one fused launch instead of three per BN layer
             self.net.eval()
 
+    @property
+    def images_per_candidate(self) -> int:
+        """Images one evaluation runs through the network: the BN passes plus the search split (search cost)."""
+        return sum(int(y.numel()) for _, y in self.bn_data) + sum(int(y.numel()) for _, y in self.search_batches)
+
     def evaluate(self, keep: KeepLike) -> float:
         """Top-1 percent on the search split with ``keep`` ({group id: kept root indices}; absent = whole)."""
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
