@@ -94,6 +94,52 @@ def plot_accuracy_vs_macs(summary: pd.DataFrame, reported: pd.DataFrame | None =
     return fig
 
 
+def has_latency(summary: pd.DataFrame, dataset: str, arch: str) -> bool:
+    """Whether ``summary`` holds measured latencies for ``dataset``/``arch`` (evaluate.latency on)."""
+    if "latency_ms_mean" not in summary.columns:
+        return False
+    sel = summary[(summary["dataset"] == dataset) & (summary["arch"] == arch)]
+    return bool(pd.to_numeric(sel["latency_ms_mean"], errors="coerce").notna().any())
+
+
+def plot_accuracy_vs_latency(summary: pd.DataFrame, *, dataset: str, arch: str) -> Figure:
+    """Top-1 against the measured latency (median ms per batch) at batch 1 and at a large batch, one panel
+    each: FLOPs do not predict latency, so the same plans are placed where the device puts them. Error bars:
+    std over seeds (both axes); dotted: the base model's latency measured in the same jobs."""
+    ours = summary[(summary["dataset"] == dataset) & (summary["arch"] == arch)]
+    fig = Figure(figsize=(11.0, 4.6))
+    axes = fig.subplots(1, 2, squeeze=False)[0]
+    for ax, tag, title in ((axes[0], "", "batch 1"), (axes[1], "large_", "large batch")):
+        col = f"latency_{tag}ms"
+        for (method, metric), g in ours.groupby(["method", "budget_metric"], sort=True):
+            g = g[pd.to_numeric(g[f"{col}_mean"], errors="coerce").notna()].sort_values(f"{col}_mean")
+            if g.empty:
+                continue
+            ax.errorbar(g[f"{col}_mean"].astype(float), g["top1_mean"].astype(float),
+                        xerr=g[f"{col}_std"].astype(float).fillna(0.0), yerr=g["top1_std"].astype(float).fillna(0.0),
+                        marker=metric_marker(metric), capsize=3, linewidth=1.2, color=method_colour(str(method)),
+                        label=f"{method} ({metric} budget)")
+        base = pd.to_numeric(ours[f"base_{col}_mean"], errors="coerce").dropna()
+        if len(base):
+            ax.axvline(float(base.mean()), color="black", linestyle=":", linewidth=1.2,
+                       label=f"unpruned ({float(base.mean()):.2f} ms)")
+        ax.set_xlabel(f"measured latency, {title} (median ms per batch)")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("top-1 accuracy (%)")
+    device = ""
+    if "latency_device" in ours.columns:
+        names = sorted({str(d) for d in ours["latency_device"].dropna() if str(d)})
+        device = f" on {', '.join(names)}" if names else ""
+    fig.suptitle(f"{dataset} / {arch}: accuracy vs. measured latency{device}", fontsize="medium")
+    handles, labels = axes[1].get_legend_handles_labels()
+    if handles:
+        axes[1].legend(handles, labels, fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                       borderaxespad=0.0)
+    fig.tight_layout()
+    return fig
+
+
 def _truthy(value: object) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1")

@@ -19,7 +19,8 @@ from figures.crl import crl_pairs, crl_search_logs, plot_crl_search
 from figures.planted import planted_pairs, plot_planted
 from figures.search import plot_l1_overlap, plot_search_curves, plot_search_efficiency
 from figures.plots import (
-    budget_slug, default_budget, parse_budget, plot_accuracy_vs_macs, plot_kept_channels, save_figure,
+    budget_slug, default_budget, has_latency, parse_budget, plot_accuracy_vs_latency, plot_accuracy_vs_macs,
+    plot_kept_channels, save_figure,
     available_budgets,
 )
 
@@ -48,7 +49,8 @@ def render_all(tables_dir: str | os.PathLike, out_dir: str | os.PathLike, budget
                formats: Sequence[str] = FORMATS) -> list[Path]:
     """Write all figures into ``out_dir`` and return their paths.
 
-    * ``accuracy_vs_macs_<dataset>_<arch>.<fmt>`` for every dataset/arch in summary.csv;
+    * ``accuracy_vs_macs_<dataset>_<arch>.<fmt>`` for every dataset/arch in summary.csv, and
+      ``accuracy_vs_latency_<dataset>_<arch>.<fmt>`` where it holds measured latencies;
     * ``search_<dataset>_<arch>.<fmt>`` for every dataset/arch in search_logs.csv (searching methods only), and
       ``search_efficiency_<dataset>_<arch>.<fmt>``: best search accuracy vs. candidate evaluations, all of them;
     * ``crl_<dataset>_<arch>.<fmt>`` for every dataset/arch with crl-neuron / crl-layer logs in search_logs.csv
@@ -69,6 +71,10 @@ def render_all(tables_dir: str | os.PathLike, out_dir: str | os.PathLike, budget
         fig = plot_accuracy_vs_macs(summary, reported, dataset=dataset, arch=arch)
         for fmt in formats:
             written.append(save_figure(fig, out / f"accuracy_vs_macs_{dataset}_{arch}.{fmt}"))
+        if has_latency(summary, dataset, arch):
+            fig = plot_accuracy_vs_latency(summary, dataset=dataset, arch=arch)
+            for fmt in formats:
+                written.append(save_figure(fig, out / f"accuracy_vs_latency_{dataset}_{arch}.{fmt}"))
     runs_path = tables / "runs.csv"
     if runs_path.exists():
         runs = _read_table(runs_path)

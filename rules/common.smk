@@ -156,7 +156,10 @@ _layer_budget = parse_budget_tag(_figure_budget).tag if _figure_budget else min(
 )
 from figures.crl import CRL_METHODS  # the methods figures/crl.py draws (render_all writes crl_<tag> for them)
 
+_latency = bool((WF.raw.get("evaluate") or {}).get("latency", True))  # measured latency rows: one more figure
 FIGURES = [FIG + f"/accuracy_vs_macs_{tag}.{ext}" for tag in EXPERIMENT_TAGS for ext in ("png", "pdf")] + [
+    FIG + f"/accuracy_vs_latency_{tag}.{ext}" for tag in (EXPERIMENT_TAGS if _latency else []) for ext in ("png", "pdf")
+] + [
     FIG + f"/kept_channels_{tag}_{_layer_budget}.{ext}" for tag in EXPERIMENT_TAGS for ext in ("png", "pdf")
 ] + [
     FIG + f"/l1_overlap_{tag}_{_layer_budget}.{ext}" for tag in EXPERIMENT_TAGS for ext in ("png", "pdf")

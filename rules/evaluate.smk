@@ -4,6 +4,7 @@
 rule evaluate:
     input:
         base_metrics=BASE + "/metrics.json",
+        base_model=BASE + "/model.pt",  # its latency, measured beside the pruned model's
         plan=RUN + "/plan.json",
         model=RUN + "/finetuned.pt",
         info=RUN + "/finetune.json",
@@ -23,4 +24,5 @@ rule evaluate:
     shell:
         "{PY} -m harness.cli.evaluate --spec {params.spec:q} --threads {threads} --seed {wildcards.seed}"
         " --base-metrics {input.base_metrics} --plan {input.plan} --model {input.model}"
-        " --finetune-info {input.info} --out {output.metrics}{params.ground_truth} > {log} 2>&1"
+        " --finetune-info {input.info} --base-model {input.base_model} --out {output.metrics}{params.ground_truth}"
+        " > {log} 2>&1"

@@ -174,3 +174,25 @@ def test_render_with_no_runs(tmp_path: Path) -> None:
     (tmp_path / "summary.csv").write_text(",".join(SUMMARY_COLUMNS) + "\n")
     (tmp_path / "kept_channels.csv").write_text(",".join(KEPT_COLUMNS) + "\n")
     assert render_all(tmp_path, tmp_path / "out") == []
+
+
+def test_accuracy_vs_latency_places_plans_where_the_device_puts_them() -> None:
+    """Issue 14: a figure of accuracy against measured latency, batch 1 and a large batch, base marked."""
+    from figures.plots import has_latency, plot_accuracy_vs_latency
+    from figures.style import method_colour
+
+    rows = []
+    for method, lat, top1 in (("l1-uniform", 2.0, 90.0), ("graph-rl", 1.5, 91.0)):
+        rows.append({"dataset": "d", "arch": "a", "method": method, "budget_metric": "macs", "budget_target": 0.5,
+                     "top1_mean": top1, "top1_std": 0.1, "latency_ms_mean": lat, "latency_ms_std": 0.05,
+                     "latency_large_ms_mean": 10 * lat, "latency_large_ms_std": 0.5, "base_latency_ms_mean": 3.0,
+                     "base_latency_large_ms_mean": 30.0, "latency_device": "cpu-x"})
+    summary = pd.DataFrame(rows)
+    assert has_latency(summary, "d", "a") and not has_latency(summary.assign(latency_ms_mean=float("nan")), "d", "a")
+    fig = plot_accuracy_vs_latency(summary, dataset="d", arch="a")
+    small, large = fig.axes[:2]
+    series = {c.get_label(): c.lines[0] for c in small.containers}  # errorbar: (data line, caps, bars)
+    assert series["graph-rl (macs budget)"].get_xdata()[0] == 1.5
+    assert series["graph-rl (macs budget)"].get_color() == method_colour("graph-rl")
+    assert [line.get_xdata()[0] for line in large.get_lines() if line.get_label().startswith("unpruned")] == [30.0]
+    assert "cpu-x" in fig._suptitle.get_text()

@@ -128,11 +128,36 @@ def test_latency_fields() -> None:
     model(torch.zeros(2, 1, 8, 8))  # materialise the lazy layer
     model.train()
     res = latency(model, (1, 8, 8), "cpu", batch_size=3, warmup=1, repeats=4)
-    assert set(res) == {"mean_ms", "std_ms", "p50_ms", "batch_size", "warmup", "repeats", "device"}
+    assert set(res) == {"mean_ms", "std_ms", "p50_ms", "p25_ms", "p75_ms", "batch_size", "warmup", "repeats",
+                        "device", "device_name", "threads", "torch_version"}
     assert res["mean_ms"] > 0 and res["p50_ms"] > 0 and res["std_ms"] >= 0
+    assert res["p25_ms"] <= res["p50_ms"] <= res["p75_ms"]  # the interquartile range brackets the median
+    assert res["device_name"] and res["threads"] == torch.get_num_threads() and res["torch_version"] == torch.__version__
     assert (res["batch_size"], res["warmup"], res["repeats"], res["device"]) == (3, 1, 4, "cpu")
     assert model.training
     one = latency(model, (1, 8, 8), "cpu", warmup=0, repeats=1)
     assert one["std_ms"] == 0.0 and one["batch_size"] == 1
     with pytest.raises(ValueError):
         latency(model, (1, 8, 8), "cpu", repeats=0)
+
+
+def test_evaluate_writes_latency_rows_for_the_pruned_and_the_base_model() -> None:
+    """Issue 14: every run records the measured latency of its model and of its base, on the same device."""
+    import copy
+
+    from harness.cli.evaluate import latency_columns
+    from harness.models.cifar_resnet import CifarResNet
+    from harness.prune import apply_plan
+
+    base = CifarResNet(8, 10, 3, width=0.5).eval()
+    pruned = apply_plan(copy.deepcopy(base), {"layer1.0.conv1": [0, 1], "layer2.0.conv1": [0, 1, 2]},
+                        torch.zeros(1, 3, 16, 16))
+    opts = {"latency_batch_size": 1, "latency_large_batch": 8, "latency_warmup": 1, "latency_repeats": 3}
+    cols = latency_columns(pruned, base, (3, 16, 16), torch.device("cpu"), opts)
+    for prefix in ("", "base_"):
+        for tag in ("", "large_"):
+            assert cols[f"{prefix}latency_{tag}ms"] > 0 and cols[f"{prefix}latency_{tag}iqr_ms"] >= 0
+    assert (cols["latency_batch_size"], cols["latency_large_batch"]) == (1, 8)
+    assert cols["latency_threads"] == torch.get_num_threads() and cols["latency_device"]
+    from harness.results.schema import validate_record  # the columns are the run record's
+    assert set(cols) <= set(validate_record.__globals__["COLUMN_TYPES"])

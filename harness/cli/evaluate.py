@@ -30,7 +30,7 @@ def plan_useful_recall(plan: Any, ground_truth: str | None) -> float | None:
 def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     from harness.data import build_splits, make_loader
     from harness.io import read_json, write_json
-    from harness.metrics import Complexity, complexity, latency, topk_accuracy
+    from harness.metrics import Complexity, complexity, topk_accuracy
     from harness.prune import PruningPlan, check_budget, load_pruned
     from harness.prune.unstructured import from_meta, sparse_complexity
 
@@ -67,11 +67,30 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
         "useful_recall": plan_useful_recall(plan, args.ground_truth),
         "git_commit": common.git_commit(), "device": str(device), **common.versions(),
     }
+    if spec["evaluate"].get("latency", True):
+        record.update(latency_columns(model, common.load_base(spec, info, args.base_model) if args.base_model
+                                      else None, shape, device, spec["evaluate"]))
     write_json(args.out, record)
-    if spec["evaluate"].get("latency"):
-        lat = latency(model, shape, device, batch_size=int(spec["evaluate"].get("latency_batch_size", 1)),
-                      repeats=int(spec["evaluate"].get("latency_repeats", 50)))
-        write_json(args.out.replace(".json", "_latency.json"), lat)
+
+
+def latency_columns(model: Any, base: Any, shape: tuple[int, int, int], device: Any,
+                    opts: dict[str, Any]) -> dict[str, Any]:
+    """runs.csv's latency columns: the pruned model's and (when given) its base's median latency at batch 1
+    and at a large batch, the interquartile ranges, and what measured them (device name, threads)."""
+    from harness.metrics import latency
+
+    kw = dict(warmup=int(opts.get("latency_warmup", 5)), repeats=int(opts.get("latency_repeats", 20)))
+    small, large = int(opts.get("latency_batch_size", 1)), int(opts.get("latency_large_batch", 64))
+    out: dict[str, Any] = {"latency_batch_size": small, "latency_large_batch": large}
+    for prefix, net in (("", model), ("base_", base)):
+        if net is None:
+            continue
+        for tag, batch in (("", small), ("large_", large)):
+            lat = latency(net, shape, device, batch_size=batch, **kw)
+            out[f"{prefix}latency_{tag}ms"] = lat["p50_ms"]
+            out[f"{prefix}latency_{tag}iqr_ms"] = lat["p75_ms"] - lat["p25_ms"]
+            out["latency_device"], out["latency_threads"] = lat["device_name"], lat["threads"]
+    return out
 
 
 if __name__ == "__main__":
@@ -81,6 +100,7 @@ if __name__ == "__main__":
     p.add_argument("--plan", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--finetune-info", required=True)
+    p.add_argument("--base-model", default=None, help="the base model.pt, for its latency on the same device")
     p.add_argument("--out", required=True)
     p.add_argument("--ground-truth", default=None,
                    help="planted archs: ground_truth.json of the base, for the useful_recall column")

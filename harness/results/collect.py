@@ -38,6 +38,8 @@ SUMMARY_METRICS: tuple[str, ...] = (
     "search_wall_s", "finetune_wall_s", "search_images_scored",
     "heldout_top1",
     "useful_recall",
+    "latency_ms", "latency_large_ms", "base_latency_ms", "base_latency_large_ms",
+    "latency_reduction", "latency_large_reduction",
 )
 #: Metrics whose mean gets a 95 % Student-t interval (``<m>_ci_low``, ``<m>_ci_high``; harness.results.stats).
 INTERVAL_METRICS: tuple[str, ...] = ("top1", "delta_top1", "heldout_top1", "useful_recall")
@@ -45,7 +47,7 @@ INTERVAL_METRICS: tuple[str, ...] = ("top1", "delta_top1", "heldout_top1", "usef
 PAIRED_REFERENCE = "l1-uniform"
 PAIRED_METRICS: tuple[str, ...] = ("top1", "heldout_top1")
 #: Column order of summary.csv.
-SUMMARY_COLUMNS: tuple[str, ...] = GROUP_KEYS + ("n", "seeds", "search_evaluations", "search_device", "best_is_opening_n") + tuple(
+SUMMARY_COLUMNS: tuple[str, ...] = GROUP_KEYS + ("n", "seeds", "search_evaluations", "search_device", "latency_device", "best_is_opening_n") + tuple(
     f"{m}_{s}" for m in SUMMARY_METRICS for s in ("mean", "std")) + tuple(
     f"{m}_ci_{s}" for m in INTERVAL_METRICS for s in ("low", "high")) + tuple(
     f"{m}_vs_reference_{s}" for m in PAIRED_METRICS for s in ("mean", "low", "high", "n"))
@@ -107,6 +109,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in SUMMARY_COLUMNS})
     df = runs.copy()
     df["delta_top1"] = df["top1"] - df["base_top1"]
+    for tag in ("", "large_"):  # fraction of the base model's measured latency removed (same job, same device)
+        df[f"latency_{tag}reduction"] = 1.0 - df[f"latency_{tag}ms"].astype("float64") / df[
+            f"base_latency_{tag}ms"].astype("float64")
     setting = ["dataset", "arch", "budget_metric", "budget_target"]
     reference = {key: g.set_index("seed") for key, g in df[df["method"] == PAIRED_REFERENCE].groupby(setting)}
     rows = []
@@ -119,6 +124,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         row["search_evaluations"] = ";".join(str(int(v)) for v in sorted(set(evals)))
         devices = g["search_device"].replace("", math.nan).dropna() if "search_device" in g else []
         row["search_device"] = ";".join(sorted(set(map(str, devices))))
+        lat_devices = g["latency_device"].replace("", math.nan).dropna() if "latency_device" in g else []
+        row["latency_device"] = ";".join(sorted(set(map(str, lat_devices))))
         # seeds whose search returned its opening plan (another method's): blank when the method cannot
         opening = g["best_is_opening"].dropna() if "best_is_opening" in g else []
         row["best_is_opening_n"] = int(sum(bool(v) for v in opening)) if len(opening) else math.nan

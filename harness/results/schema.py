@@ -12,6 +12,13 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
+#: The measured-latency columns (harness.metrics.latency, written by the evaluate stage).
+LATENCY_COLUMNS: tuple[str, ...] = (
+    "latency_ms", "latency_iqr_ms", "latency_large_ms", "latency_large_iqr_ms",
+    "base_latency_ms", "base_latency_iqr_ms", "base_latency_large_ms", "base_latency_large_iqr_ms",
+    "latency_batch_size", "latency_large_batch", "latency_device", "latency_threads",
+)
+
 RUN_COLUMNS: tuple[str, ...] = (
     "dataset", "arch", "method", "structured", "budget_metric", "budget_target", "seed",
     "base_top1", "base_top5", "top1", "top5",
@@ -20,17 +27,19 @@ RUN_COLUMNS: tuple[str, ...] = (
     "finetune_epochs", "search_wall_s", "finetune_wall_s",
     "heldout_top1", "search_evaluations", "search_images_scored", "search_device", "best_is_opening",
     "useful_recall",
+    *LATENCY_COLUMNS,
     "git_commit", "python_version", "torch_version", "torchvision_version", "torch_pruning_version",
     "timm_version", "device",
 )
 
 _STR = ("dataset", "arch", "method", "budget_metric", "git_commit", "python_version", "torch_version",
-        "torchvision_version", "torch_pruning_version", "timm_version", "device", "search_device")
+        "torchvision_version", "torch_pruning_version", "timm_version", "device", "search_device", "latency_device")
 _INT = ("seed", "base_macs", "base_params", "macs", "params", "finetune_epochs", "search_evaluations",
-        "search_images_scored")
+        "search_images_scored", "latency_batch_size", "latency_large_batch", "latency_threads")
 _FLOAT = ("budget_target", "base_top1", "base_top5", "top1", "top5", "macs_reduction", "params_reduction",
           "achieved_reduction", "search_wall_s", "finetune_wall_s", "heldout_top1",
-          "useful_recall")
+          "useful_recall", "latency_ms", "latency_iqr_ms", "latency_large_ms", "latency_large_iqr_ms",
+          "base_latency_ms", "base_latency_iqr_ms", "base_latency_large_ms", "base_latency_large_iqr_ms")
 _BOOL = ("structured", "best_is_opening")
 
 #: Python type of each column after :func:`validate_record`.
@@ -44,7 +53,7 @@ NULLABLE: frozenset[str] = frozenset({
     "git_commit", "python_version", "torch_version", "torchvision_version", "torch_pruning_version",
     "timm_version", "device", "search_wall_s", "finetune_wall_s",
     "heldout_top1", "search_evaluations", "search_images_scored", "search_device", "best_is_opening",
-    "useful_recall",
+    "useful_recall", *LATENCY_COLUMNS,
 })
 
 #: Columns a record may lack (metrics.json written before they existed): read as null.
@@ -56,8 +65,11 @@ NULLABLE: frozenset[str] = frozenset({
 #: ``opening_bar``); null for methods that cannot return another method's plan.
 #: ``search_images_scored``: images the search ran through the network (candidates x (BN + scored images),
 #: plus constrained RL's inner fine-tunes); ``search_device``: where the prune stage searched.
+#: ``latency_*``: median latency (ms) of the pruned model at batch ``latency_batch_size`` and at
+#: ``latency_large_batch``, their interquartile ranges, the same for its base model, on ``latency_device``
+#: with ``latency_threads`` threads (the evaluate job's; null when ``evaluate.latency`` is off).
 OPTIONAL: frozenset[str] = frozenset({"heldout_top1", "search_evaluations", "search_images_scored", "search_device",
-                                      "best_is_opening", "useful_recall"})
+                                      "best_is_opening", "useful_recall", *LATENCY_COLUMNS})
 assert OPTIONAL <= NULLABLE
 
 
