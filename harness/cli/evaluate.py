@@ -68,8 +68,9 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
         "git_commit": common.git_commit(), "device": str(device), **common.versions(),
     }
     if spec["evaluate"].get("latency", True):
-        record.update(latency_columns(model, common.load_base(spec, info, args.base_model) if args.base_model
-                                      else None, shape, device, spec["evaluate"]))
+        base_model = getattr(args, "base_model", None)  # without it, only the pruned model is timed
+        record.update(latency_columns(model, common.load_base(spec, info, base_model) if base_model else None,
+                                      shape, device, spec["evaluate"]))
     write_json(args.out, record)
 
 
