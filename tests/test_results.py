@@ -372,3 +372,19 @@ def test_provenance_survives_a_source_archive(tmp_path: Path, monkeypatch: pytes
     (tmp_path / "pyproject.toml").write_text('[project]\\nname = "prunebench"\\nversion = "9.9.9"\\n')
     version = common.git_commit()
     assert version.startswith("prunebench ") and version != "unknown"
+
+
+def test_latency_reduction_is_a_table_column(tmp_path: Path) -> None:
+    """Issue 14: the measured latency reduction (against the base timed in the same job) is in the tables."""
+    paths = []
+    for seed, (lat, base) in enumerate([(1.5, 3.0), (2.0, 4.0)]):
+        rec = {**record("l1-uniform", 0.5, 0), "seed": seed, "latency_ms": lat, "base_latency_ms": base,
+               "latency_large_ms": 10 * lat, "base_latency_large_ms": 10 * base, "latency_device": "cpu-x",
+               "latency_threads": 1, "latency_batch_size": 1, "latency_large_batch": 64}
+        paths.append(tmp_path / f"{seed}.json")
+        paths[-1].write_text(json.dumps(rec))
+    collect(paths, [], tmp_path / "t", None)
+    s = pd.read_csv(tmp_path / "t" / "summary.csv").iloc[0]
+    assert s["latency_reduction_mean"] == pytest.approx(0.5) and s["latency_device"] == "cpu-x"
+    row = next(x for x in (tmp_path / "t" / "cifar10_resnet56.md").read_text().splitlines() if x.startswith("| ours"))
+    assert row.split(" | ")[-2] == "50.0 ± 0.0"

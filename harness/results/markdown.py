@@ -104,7 +104,8 @@ def render_table(dataset: str, arch: str, summary: pd.DataFrame, reported: pd.Da
         (reported["dataset"] == dataset) & (reported["arch"] == arch)]
 
     header = ["", "Method", "Budget", "n", "Top-1 (%)", "Top-1 95 % CI", "Top-1 vs l1-uniform (paired)", "Δ top-1",
-              "Base top-1 (%)", "Top-5 (%)", "Held-out top-1 (%)", "MACs ↓ (%)", "Params ↓ (%)", "Source"]
+              "Base top-1 (%)", "Top-5 (%)", "Held-out top-1 (%)", "MACs ↓ (%)", "Params ↓ (%)",
+              "Latency ↓ (%), batch 1", "Source"]
     # the planted benchmark (harness/models/planted.py): the fraction of the useful channels each plan kept
     planted = str(arch).startswith(PLANTED_PREFIX)
     if planted:
@@ -114,7 +115,8 @@ def render_table(dataset: str, arch: str, summary: pd.DataFrame, reported: pd.Da
         "",
         "**ours**: mean ± std over seeds (std with ddof = 1; omitted for n = 1), test split; the 95 % "
         "Student-t interval of the mean; the mean paired difference to l1-uniform over the seeds both ran, "
-        "with its interval (**bold**: the interval excludes zero; n.s.: not different at that level); reductions "
+        "with its interval (**bold**: the interval excludes zero; n.s.: not different at that level); latency "
+        "reduction measured in the evaluate job against the base timed in the same job; reductions "
         "measured by this suite's MAC/parameter counter relative to our unpruned model. "
         "**reported**: published numbers copied from the cited source, with their own baseline and FLOPs "
         "convention — compare Δ top-1, not absolute accuracy. **Held-out top-1**: the pruned model before "
@@ -151,6 +153,8 @@ def render_table(dataset: str, arch: str, summary: pd.DataFrame, reported: pd.Da
             fmt_mean_std(r.get("heldout_top1_mean"), r.get("heldout_top1_std")),
             fmt_mean_std(r["macs_reduction_mean"], r["macs_reduction_std"], digits=1, scale=100.0),
             fmt_mean_std(r["params_reduction_mean"], r["params_reduction_std"], digits=1, scale=100.0),
+            # measured on the evaluate job's device, against the base timed in the same job
+            fmt_mean_std(r.get("latency_reduction_mean"), r.get("latency_reduction_std"), digits=1, scale=100.0),
             f"this suite (seeds {r['seeds']})",
         ]
         if planted:
@@ -168,7 +172,7 @@ def render_table(dataset: str, arch: str, summary: pd.DataFrame, reported: pd.Da
             fmt_mean_std(r["top1"]), DASH, DASH, fmt_mean_std(delta, signed=True), fmt_mean_std(r["base_top1"]),
             DASH, DASH,
             fmt_mean_std(r["macs_reduction"], digits=1, scale=100.0),
-            fmt_mean_std(r["params_reduction"], digits=1, scale=100.0),
+            fmt_mean_std(r["params_reduction"], digits=1, scale=100.0), DASH,
             f"{r['source']}{ref}",
         ]
         if planted:
