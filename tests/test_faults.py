@@ -236,14 +236,16 @@ def _table(path: Path) -> pd.DataFrame:
 
 
 def _markdown(path: Path) -> str:
-    """A Markdown table without its search-cost rows' wall times (measured, so they differ run to run)."""
-    lines, in_cost = [], False
+    """A Markdown table without its measured columns (latency, search wall time: they differ run to run)."""
+    lines, masked = [], []
     for line in path.read_text().splitlines():
-        in_cost = line.startswith("| Method | Budget | Candidates") or (in_cost and line.startswith("|"))
-        if in_cost and line.startswith("| ") and not line.startswith("| Method"):
-            cells = line.split(" | ")
-            cells[4] = "<wall>"  # | Method | Budget | Candidates | Images | Search wall time (s) | Device |
-            line = " | ".join(cells)
+        cells = line.split(" | ")
+        if line.startswith("|") and any("Latency" in c or "wall time" in c for c in cells):
+            masked = [i for i, c in enumerate(cells) if "Latency" in c or "wall time" in c]  # a header row
+        elif line.startswith("|") and masked and not line.startswith("|---"):
+            line = " | ".join("<measured>" if i in masked else c for i, c in enumerate(cells))
+        elif not line.startswith("|"):
+            masked = []
         lines.append(line)
     return "\n".join(lines)
 
