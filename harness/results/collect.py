@@ -122,10 +122,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         # candidates the search scored: one number when every seed agrees (blank for methods that do not say)
         evals = g["search_evaluations"].dropna() if "search_evaluations" in g else []
         row["search_evaluations"] = ";".join(str(int(v)) for v in sorted(set(evals)))
-        devices = g["search_device"].replace("", math.nan).dropna() if "search_device" in g else []
-        row["search_device"] = ";".join(sorted(set(map(str, devices))))
-        lat_devices = g["latency_device"].replace("", math.nan).dropna() if "latency_device" in g else []
-        row["latency_device"] = ";".join(sorted(set(map(str, lat_devices))))
+        for col in ("search_device", "latency_device"):  # the distinct devices of the seeds, ";"-joined
+            values = g[col].replace("", math.nan).dropna() if col in g else []
+            row[col] = ";".join(sorted(set(map(str, values))))
         # seeds whose search returned its opening plan (another method's): blank when the method cannot
         opening = g["best_is_opening"].dropna() if "best_is_opening" in g else []
         row["best_is_opening_n"] = int(sum(bool(v) for v in opening)) if len(opening) else math.nan

@@ -47,7 +47,7 @@ def fmt_interval(low: Any, high: Any, *, digits: int = 2, signed: bool = False) 
     return f"[{float(low):{sign}.{digits}f}, {float(high):{sign}.{digits}f}]"
 
 
-def fmt_paired(mean: Any, low: Any, high: Any, n: Any, *, digits: int = 2) -> str:
+def fmt_paired(mean: Any, low: Any, high: Any, n: Any, *, digits: int = 2, bold: bool = True) -> str:
     """A paired difference to the reference method: ``+0.55 [-0.31, +1.41] n.s.`` when its 95 % interval
     contains zero (not different), in bold when it does not; ``+0.55 (n = 1)`` for one common seed."""
     if _isnan(mean):
@@ -58,7 +58,7 @@ def fmt_paired(mean: Any, low: Any, high: Any, n: Any, *, digits: int = 2) -> st
     text += " " + fmt_interval(low, high, digits=digits, signed=True)
     if float(low) <= 0.0 <= float(high):
         return text + " n.s."
-    return f"**{text}**"
+    return f"**{text}**" if bold else text
 
 
 def fmt_evaluations(value: Any) -> str:
@@ -146,7 +146,7 @@ def render_table(dataset: str, arch: str, summary: pd.DataFrame, reported: pd.Da
             fmt_interval(r.get("top1_ci_low"), r.get("top1_ci_high")),
             ("‡ " if returned_opening else "") + fmt_paired(
                 r.get("top1_vs_reference_mean"), r.get("top1_vs_reference_low"), r.get("top1_vs_reference_high"),
-                r.get("top1_vs_reference_n")).replace("**", "" if returned_opening else "**"),
+                r.get("top1_vs_reference_n"), bold=not returned_opening),
             fmt_mean_std(r["delta_top1_mean"], r["delta_top1_std"], signed=True),
             fmt_mean_std(r["base_top1_mean"], r["base_top1_std"]),
             fmt_mean_std(r["top5_mean"], r["top5_std"]),
