@@ -281,7 +281,7 @@ def test_graph_rl_episode(benchmark, device, rate, measurements, arch, policy_on
             tp = time.perf_counter()
             gi = int(info["group_index"])
             with torch.no_grad():
-                out = policy(obs.to(pdev) if pdev.type != "cpu" else obs)
+                out = policy(obs.to(pdev) if pdev.type != "cpu" else obs, gi)
                 action = policy.act(out, gi, generator=generator)
                 lp_el, _ = policy.element_log_prob(out, action, gi)
                 logp = float(lp_el.sum())

@@ -84,6 +84,9 @@ class PolicyOutput:
 
     ``channel_logits`` [C]: Bernoulli keep logit per channel node (binary action, else None).
     ``ratio_alpha`` / ``ratio_beta`` [G]: Beta concentrations of each group's keep ratio (ratio action).
+    ``selected``: None, or the ``group_index`` the forward pass was restricted to; then ``channel_logits``
+    (or ``ratio_alpha`` / ``ratio_beta``) hold the selected elements only and ``selected_graph`` [K] the
+    graph of each, and the distribution methods accept that ``group_index`` only.
     ``value`` [B]: state value per graph. ``channel_group`` [C] / ``channel_group_local`` [C]: the group of
     each channel, batch-global / as in the graph. ``channel_graph`` [C], ``group_graph`` [G]: graph of each
     channel / group in the batch. ``group_local`` [G]: index of each group inside its own graph.
@@ -99,6 +102,8 @@ class PolicyOutput:
     group_graph: Tensor
     group_local: Tensor
     num_graphs: int
+    selected: GroupIndex = None
+    selected_graph: Tensor | None = None
 
     @property
     def action(self) -> str:
@@ -157,6 +162,28 @@ def _index(data: Data) -> _Index:
         g_local = torch.arange(gn.numel(), device=device)
         node_graph = torch.zeros(x.size(0), dtype=torch.long, device=device)
     return _Index(cn, gn, cg, cg_local, c_graph, g_graph, g_local, node_graph, b)
+
+
+def _select(local: Tensor, graph: Tensor, group_index: int | Tensor, num_graphs: int) -> Tensor:
+    """Mask of the elements (channels or groups) of ``group_index``: an int for every graph, or one per graph."""
+    if isinstance(group_index, int):
+        mask = local == group_index
+    else:
+        gi = torch.as_tensor(group_index, device=local.device).long().view(-1)
+        if gi.numel() != num_graphs:
+            raise ValueError(f"group_index has {gi.numel()} entries for {num_graphs} graphs")
+        mask = local == gi[graph]
+    if not bool(mask.any()):
+        raise ValueError(f"group_index {group_index} selects no action")
+    return mask
+
+
+def _same_group_index(a: GroupIndex, b: GroupIndex) -> bool:
+    if a is None or b is None:
+        return a is b
+    if isinstance(a, int) or isinstance(b, int):
+        return isinstance(a, int) and isinstance(b, int) and a == b
+    return a is b or (a.numel() == b.numel() and bool(torch.equal(a.to(b.device).long().view(-1), b.long().view(-1))))
 
 
 def _mlp(inp: int, hidden: int, out: int, dropout: float) -> nn.Sequential:
@@ -248,9 +275,25 @@ class GraphPolicy(nn.Module):
             self.policy_head[-1].bias.fill_(math.log(p / (1.0 - p)))
 
     # ------------------------------------------------------------------ forward
-    def forward(self, data: Data) -> PolicyOutput:
-        """One pass over a graph or a ``Batch`` of graphs; see :class:`PolicyOutput`."""
+    def forward(self, data: Data, group_index: GroupIndex = None) -> PolicyOutput:
+        """One pass over a graph or a ``Batch`` of graphs; see :class:`PolicyOutput`.
+
+        ``group_index`` (an int or one group per graph, as in :meth:`distribution`): compute the policy head
+        for that group's channels only. A layer-sequential step acts on one group of ~30, so the per-channel
+        head over every channel was a quarter of a PPO pass on ResNet-56; the selected logits are the same
+        (``tests/test_method_policy.py``), the others are never computed.
+        """
         idx = _index(data)
+        # the action elements of the head: every channel (group), or those of group_index
+        sel, sel_graph = None, None
+        if group_index is not None:
+            binary_graph = self.cfg.action == "binary" and self.cfg.observation == "graph"
+            local = idx.channel_group_local if self.cfg.action == "binary" else idx.group_local
+            graph = idx.channel_graph if self.cfg.action == "binary" else idx.group_graph
+            sel = _select(local, graph, group_index, idx.num_graphs)
+            sel_graph = graph[sel]
+        else:
+            binary_graph = False
         if self.cfg.observation == "graph":
             edge_attr = getattr(data, "edge_attr", None) if self.edge_features > 0 else None
             z = self.encoder(data.x, data.edge_index, edge_attr)
@@ -265,10 +308,11 @@ class GraphPolicy(nn.Module):
         logits = alpha = beta = None
         if self.cfg.observation == "graph":
             if self.cfg.action == "binary":
-                emb = z[idx.channel_nodes]
-                logits = self.policy_head(torch.cat([emb, pooled[idx.channel_graph]], -1)).squeeze(-1)
+                nodes = idx.channel_nodes if sel is None else idx.channel_nodes[sel]
+                graphs = idx.channel_graph if sel is None else sel_graph
+                logits = self.policy_head(torch.cat([z[nodes], pooled[graphs]], -1)).squeeze(-1)
                 if self.feature_skip is not None:
-                    logits = logits + self.cfg.feature_skip_gain * self.feature_skip(data.x[idx.channel_nodes]).squeeze(-1)
+                    logits = logits + self.cfg.feature_skip_gain * self.feature_skip(data.x[nodes]).squeeze(-1)
             else:
                 emb = z[idx.group_nodes]
                 ab = self.policy_head(torch.cat([emb, pooled[idx.group_graph]], -1))
@@ -281,10 +325,15 @@ class GraphPolicy(nn.Module):
             else:
                 ab = ab_or_logit
         if self.cfg.action == "ratio":
+            if sel is not None:
+                ab = ab[sel]
             alpha = 1.0 + F.softplus(ab[:, 0])
             beta = 1.0 + F.softplus(ab[:, 1])
+        elif sel is not None and not binary_graph:  # layer-vector logits are per group, broadcast: cheap
+            logits = logits[sel]
         return PolicyOutput(logits, alpha, beta, value, idx.channel_group, idx.channel_group_local,
-                            idx.channel_graph, idx.group_graph, idx.group_local, idx.num_graphs)
+                            idx.channel_graph, idx.group_graph, idx.group_local, idx.num_graphs,
+                            selected=group_index, selected_graph=sel_graph)
 
     # ------------------------------------------------------------------ action distributions
     @staticmethod
@@ -294,21 +343,18 @@ class GraphPolicy(nn.Module):
         ``group_index``: None = every channel / group (one-shot episode); an int = that group in every graph
         (layer-sequential step); a long tensor [B] = one group per graph of a batch (PPO minibatch).
         """
+        if out.selected is not None:  # the head ran for these elements only
+            if not _same_group_index(out.selected, group_index):
+                raise ValueError(f"this output was computed for group_index {out.selected} only, "
+                                 f"not {group_index}: call the policy with the group_index to act on")
+            return None, out.selected_graph
         if out.action == "binary":
             local, graph = out.channel_group_local, out.channel_graph
         else:
             local, graph = out.group_local, out.group_graph
         if group_index is None:
             return None, graph
-        if isinstance(group_index, int):
-            mask = local == group_index
-        else:
-            gi = torch.as_tensor(group_index, device=local.device).long().view(-1)
-            if gi.numel() != out.num_graphs:
-                raise ValueError(f"group_index has {gi.numel()} entries for {out.num_graphs} graphs")
-            mask = local == gi[graph]
-        if not bool(mask.any()):
-            raise ValueError(f"group_index {group_index} selects no action")
+        mask = _select(local, graph, group_index, out.num_graphs)
         return mask, graph[mask]
 
     def distribution(self, out: PolicyOutput, group_index: GroupIndex = None) -> Distribution:

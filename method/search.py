@@ -247,7 +247,7 @@ def graph_rl(ctx: PruneContext) -> Keep:
         while not done:
             gi = None if opts.mode == "one-shot" else int(info["group_index"])
             with torch.no_grad():
-                out = policy(obs.to(device) if device.type != "cpu" else obs)
+                out = policy(obs.to(device) if device.type != "cpu" else obs, gi)
                 action = policy.act(out, gi, generator=generator, deterministic=greedy)
                 lp_el, _ = policy.element_log_prob(out, action, gi)
                 value = float(out.value.view(-1)[0])

@@ -208,3 +208,32 @@ def test_batch_of_self_incrementing_data(action: str) -> None:
     torch.testing.assert_close(primary(plain), primary(shifted))
     torch.testing.assert_close(plain.channel_group, shifted.channel_group)
     torch.testing.assert_close(plain.channel_group_local, shifted.channel_group_local)
+
+
+@pytest.mark.parametrize("action,observation,skip", [("binary", "graph", False), ("binary", "graph", True),
+                                                      ("ratio", "graph", False), ("binary", "layer-vector", False)])
+def test_head_restricted_to_the_acting_group_is_the_same(action: str, observation: str, skip: bool) -> None:
+    """forward(data, group_index) computes the head for that group only: the same log-probs, entropy, value and
+    gradients as the full pass masked afterwards, on one graph (int) and on a batch (one group per graph)."""
+    model = make(action=action, observation=observation, feature_skip=skip, feature_skip_gain=3.0)
+    scramble_logits(model)
+    if model.feature_skip is not None:
+        with torch.no_grad():
+            model.feature_skip.weight.normal_()
+    graphs = [random_graph((3, 5, 2), seed=s) for s in range(3)]
+    batch = Batch.from_data_list(graphs)
+    for data, gi in ((graphs[0], 1), (batch, torch.tensor([2, 0, 1]))):
+        full, part = model(data), model(data, gi)
+        assert part.selected is gi
+        action_ = model.act(full, gi, generator=torch.Generator().manual_seed(3))
+        for fn in (lambda o: model.log_prob(o, action_, gi), lambda o: model.entropy(o, gi),
+                   lambda o: model.mode(o, gi), lambda o: o.value):
+            torch.testing.assert_close(fn(part), fn(full), atol=1e-6, rtol=1e-6)
+        grads = []
+        for out in (full, part):
+            model.zero_grad()
+            (model.log_prob(out, action_, gi).sum() + out.value.sum()).backward()
+            grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+        torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="computed for group_index 1 only"):
+        model.log_prob(model(graphs[0], 1), torch.ones(2), 2)

@@ -58,7 +58,7 @@ def _initial_policy_episodes(setup, *, wall_reserve: float, fill: bool) -> tuple
         while not done:
             gi = int(info["group_index"])
             with torch.no_grad():
-                out = policy(obs)
+                out = policy(obs, gi)
                 action = policy.act(out, gi, generator=gen)
                 scores = policy.distribution(out, gi).logits
             obs, _, done, _, info = env.step({"keep": action, "scores": scores})

@@ -43,7 +43,8 @@ RATIOS = ("joint", "per-element")
 class ActorCritic(Protocol):
     """What :class:`PPO` needs of a policy (``method.policy.GraphPolicy`` satisfies it)."""
 
-    def __call__(self, data: Data) -> Any: ...
+    # group_index: the acting group(s); a policy may compute its action head for those only
+    def __call__(self, data: Data, group_index: Any = None) -> Any: ...
     def log_prob(self, out: Any, action: Tensor, group_index: Any = None) -> Tensor: ...
     def entropy(self, out: Any, group_index: Any = None) -> Tensor: ...
     # per-element ratio only: (values [K], graph of each element [K])
@@ -300,7 +301,7 @@ class PPO:
         gi = self._group_index(steps)
         gi = None if gi is None else gi.to(device)
         actions = torch.cat([s.action for s in steps]).to(device)
-        out = self.policy(batch)
+        out = self.policy(batch, gi)
         value = out.value.reshape(-1)
         a = a.to(device)
         if c.ratio == "per-element":
