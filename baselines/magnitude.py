@@ -19,7 +19,6 @@ import torch
 
 from harness.errors import UserError
 from harness.prune import Group, channel_l1, check_reachable
-from harness.prune.budget import reduction
 from harness.registry import Keep, PruneContext, register_method
 
 NORMALIZERS = ("mean", "max", "sum", "none")
@@ -67,9 +66,7 @@ def scope_groups(ctx: PruneContext, scope: str) -> list[Group]:
 
 
 def _achieved(ctx: PruneContext, counts: dict[str, int]) -> float:
-    c = ctx.cost.cost(counts)
-    base = ctx.cost.base
-    return reduction(base.macs, c.macs) if ctx.budget.metric == "macs" else reduction(base.params, c.params)
+    return ctx.cost.reduction(counts, ctx.budget.metric)
 
 
 def uniform_keep_counts(ctx: PruneContext, groups: Sequence[Group], iters: int = 60) -> dict[str, int]:

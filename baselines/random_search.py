@@ -186,7 +186,7 @@ def _search(ctx: PruneContext, name: str, channel_scores: str) -> Keep:
         keep, dropped, added = candidate(ctx, groups, i, l1)
         size = ctx.cost.cost({gid: len(v) for gid, v in keep.items()})
         red = {"macs": reduction(base.macs, size.macs), "params": reduction(base.params, size.params)}
-        feasible = red[ctx.budget.metric] >= ctx.budget.target - ctx.budget.tolerance
+        feasible = base.reduction_to(size, ctx.budget.metric) >= ctx.budget.target - ctx.budget.tolerance
         acc = float(evaluator.evaluate(keep))
         if feasible and (best is None or acc > best[0]):
             best = (acc, i, keep)

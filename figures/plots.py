@@ -21,7 +21,7 @@ from harness.io import atomic_write
 
 #: Markers of the published points, one per reported method (ours use "o" with error bars).
 REPORTED_MARKERS = ("*", "D", "P", "X", "v", "^", "s", "<", ">", "h")
-_BUDGET_RE = re.compile(r"^(macs|params)-([0-9]*\.?[0-9]+)$")
+_BUDGET_RE = re.compile(r"^(macs|params|latency)-([0-9]*\.?[0-9]+)$")
 
 
 def parse_budget(text: str) -> tuple[str, float]:

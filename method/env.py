@@ -235,15 +235,16 @@ class PruningEnv(gym.Env):
                 "wall_dropped": dropped, "min_keep_added": added}
 
     # -- bookkeeping ----------------------------------------------------------------------------------------
-    def _reductions(self, counts: Mapping[str, int]) -> tuple[int, int, float, float]:
+    def _reductions(self, counts: Mapping[str, int]) -> tuple[int, int, float, float, float]:
+        """(MACs, params, their reductions, the budget metric's reduction) of a plan's keep counts."""
         c = self.cost.cost(counts)
         base = self.cost.base
-        return c.macs, c.params, 1.0 - c.macs / base.macs, 1.0 - c.params / base.params
+        return (c.macs, c.params, 1.0 - c.macs / base.macs, 1.0 - c.params / base.params,
+                base.reduction_to(c, self.metric))
 
     def _update_context(self) -> None:
         """Remaining MACs/params ratios with the undecided groups whole, target, reduction still to find."""
-        _, _, mr, pr = self._reductions({k: int(v.numel()) for k, v in self._keep.items()})
-        achieved = mr if self.metric == "macs" else pr
+        _, _, mr, pr, achieved = self._reductions({k: int(v.numel()) for k, v in self._keep.items()})
         self.pg.set_context(1.0 - mr, 1.0 - pr, self.target, max(0.0, self.target - achieved))
 
     def _info(self) -> dict[str, Any]:
@@ -280,8 +281,7 @@ class PruningEnv(gym.Env):
         self._keep = {gid: v.sort().values for gid, v in keep.items()}
         self._update_context()
         plan = {g.id: self._keep[g.id].tolist() for g in self.groups}
-        macs, params, mr, pr = self._reductions({k: len(v) for k, v in plan.items()})
-        achieved = mr if self.metric == "macs" else pr
+        macs, params, mr, pr, achieved = self._reductions({k: len(v) for k, v in plan.items()})
         violation = max(0.0, self.target - achieved) if achieved < self.target - _EPS else 0.0
         acc = float(self.evaluator.evaluate(plan))
         base_r = float(self.reward(acc, violation, self.target))

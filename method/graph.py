@@ -31,6 +31,7 @@ from torch_pruning import ops
 from torch_pruning.pruner import function as tpf
 
 from harness.errors import UserError
+from harness.prune.budget import METRICS  # a latency budget uses the MACs and params features too
 from harness.prune.cost import CostModel
 from harness.prune.groups import Group, _is_residual_node, build_graph, execution_order, tp_group
 from harness.search.writers import out_width
@@ -70,7 +71,6 @@ EDGE_COL_WEIGHT = len(EDGE_TYPES)       # 1 except for top-k edges (kernel-slice
 EDGE_COL_REVERSE = EDGE_COL_WEIGHT + 1  # 1 on the reversed copy of a directed edge (dst -> src)
 EDGE_FEATURES = EDGE_COL_REVERSE + 1
 
-METRICS = ("macs", "params")
 
 _OUT_FNS = (tpf.prune_conv_out_channels, tpf.prune_linear_out_channels)
 _DW_FNS = (tpf.prune_depthwise_conv_out_channels, tpf.prune_depthwise_conv_in_channels)

@@ -23,7 +23,7 @@ wildcard_constraints:
     dataset=_alternatives(e.dataset for e in WF.experiments),
     arch=_alternatives(e.arch for e in WF.experiments),
     method=_alternatives(registry.method_names()),  # every registered method (load_config loaded them)
-    metric="macs|params",
+    metric="macs|params|latency",
     target=r"0\.[0-9]+|1e-[0-9]+|[0-9]\.[0-9]+e-[0-9]+",
     seed=r"[0-9]+",
 

@@ -33,6 +33,7 @@ class Measure:
     feasible: bool
     remaining: float
     masked_remaining: float = math.nan
+    achieved: float = math.nan  # reduction of the budget's metric
 
 
 class CostMeter:
@@ -41,7 +42,9 @@ class CostMeter:
     def __init__(self, ctx: PruneContext, cost: str, *, masked_weights: int = 0, latency_batch_size: int = 1,
                  latency_repeats: int = 10) -> None:
         self.ctx = ctx
-        self.kind = ctx.budget.metric if cost == "budget" else cost
+        # cost "budget" under a latency budget: the latency table's prediction, the quantity feasibility uses
+        # (cost "latency" times a pruned copy of every candidate instead)
+        self.kind = ("latency-table" if ctx.budget.metric == "latency" else ctx.budget.metric) if cost == "budget" else cost
         self.masked_weights = int(masked_weights)
         if self.kind == "masked-weights" and self.masked_weights < 1:
             raise UserError("cost 'masked-weights' needs the masked layers' weight count")
@@ -56,12 +59,12 @@ class CostMeter:
 
     def _measure(self, size: Complexity, remaining: float, masked_remaining: float = math.nan) -> Measure:
         r = budget_report(self.base, size, self.ctx.budget)
-        return Measure(r.macs, r.params, r.macs_reduction, r.params_reduction, r.ok, remaining, masked_remaining)
+        return Measure(r.macs, r.params, r.macs_reduction, r.params_reduction, r.ok, remaining, masked_remaining,
+                       r.achieved)
 
     def _percent(self, size: Complexity) -> float:
-        if self.kind == "macs":
-            return 100.0 * size.macs / self.base.macs
-        return 100.0 * size.params / self.base.params
+        metric = "latency" if self.kind == "latency-table" else self.kind
+        return 100.0 * size.value(metric) / self.base.value(metric)
 
     def structured(self, keep: Mapping[str, Sequence[int]]) -> Measure:
         """A channel plan ({group id: kept root channels}; absent groups whole)."""
@@ -82,7 +85,7 @@ class CostMeter:
         masked = (100.0 * (1.0 - sparsity.total / self.masked_weights) if self.masked_weights else math.nan)
         if self.kind == "masked-weights":
             remaining = masked
-        elif self.kind in ("macs", "latency"):
+        elif self.kind in ("macs", "latency", "latency-table"):
             raise UserError(f"cost {self.kind!r} cannot be lowered by unstructured pruning")
         else:
             remaining = self._percent(size)

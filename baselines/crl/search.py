@@ -303,8 +303,7 @@ class _Search:
                          "remaining": m.remaining, "feasible": m.feasible, "search_accuracy": acc, "chosen": False})
         projected = False
         if best is None:
-            achieved = [(c.measure.macs_reduction if ctx.budget.metric == "macs" else c.measure.params_reduction)
-                        for _, c in candidates]
+            achieved = [c.measure.achieved for _, c in candidates]
             if o.on_infeasible == "error":
                 write_csv(self.workdir / "final_candidates.csv", FINAL_COLUMNS, rows)
                 raise BudgetNotMet(

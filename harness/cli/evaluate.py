@@ -31,7 +31,8 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     from harness.data import build_splits, make_loader
     from harness.io import read_json, write_json
     from harness.metrics import Complexity, complexity, topk_accuracy
-    from harness.prune import PruningPlan, check_budget, load_pruned
+    from harness.prune import PruningPlan, load_pruned
+    from harness.prune.budget import check_written_plan
     from harness.prune.unstructured import from_meta, sparse_complexity
 
     device = common.acquire_device()
@@ -44,7 +45,7 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     model = load_pruned(args.model).eval()
     # Unstructured plans: params are the non-zero parameters, MACs stay dense (harness.prune.unstructured).
     size = (sparse_complexity if from_meta(plan.meta) is not None else complexity)(model, shape)
-    report = check_budget(Complexity(macs=base["macs"], params=base["params"]), size, plan.budget)
+    report = check_written_plan(Complexity(macs=base["macs"], params=base["params"]), size, plan.budget, plan.meta)
     batch = int(spec["evaluate"].get("batch_size", 256))
     acc = topk_accuracy(model.to(device), make_loader(splits.test, batch, shuffle=False, seed=0), device)
     record: dict[str, Any] = {

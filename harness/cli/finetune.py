@@ -17,7 +17,8 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     from harness.data import build_splits
     from harness.io import copy_file, write_json
     from harness.metrics import complexity
-    from harness.prune import PruningPlan, apply_plan, check_budget, save_pruned
+    from harness.prune import PruningPlan, apply_plan, save_pruned
+    from harness.prune.budget import check_written_plan
     from harness.prune.unstructured import apply_sparsity, from_meta, make_permanent, sparse_complexity
     from harness.train import Recipe, fit, seed_everything
 
@@ -33,7 +34,8 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     sparsity = from_meta(plan.meta)
     if sparsity is not None:
         model = apply_sparsity(model, sparsity)
-    check_budget(base_size, (sparse_complexity if sparsity is not None else complexity)(model, shape), plan.budget)
+    check_written_plan(base_size, (sparse_complexity if sparsity is not None else complexity)(model, shape),
+                       plan.budget, plan.meta)
 
     # A plan may carry its method's own protocol (a method option; the common recipe otherwise).
     recipe = Recipe.from_dict(plan.meta.get("finetune_recipe") or spec["finetune_recipe"])

@@ -3,6 +3,12 @@
 The plan is applied to a copy and measured before it is written: a plan that misses its budget is an
 error (BudgetNotMet), never a file.
 
+A latency budget (``--metric latency``) predicts plans' latency with the (arch, device) latency table
+(measured once, cached under ``prune.latency_table_dir``) and times the final plan against its base: a
+measured reduction below ``target - prune.latency_check_tolerance``, or one that falls short of the table's
+prediction (it promised more than the device delivers) by more than that, is a BudgetNotMet like an
+over-budget plan.
+
 The method sees the search split less ``prune.heldout_images`` held-out images (harness.data.hold_out, the
 same images for every method and seed); its final, physically pruned model is scored on them afterwards,
 with BN re-estimated on ``prune.heldout_bn_batches`` seeded training batches: ``meta.heldout_top1``.
@@ -32,6 +38,49 @@ def heldout_top1(model: Any, heldout: Any, train_plain: Any, bn_batches: int, de
     if bn_batches:
         recalibrate_bn(net, make_loader(train_plain, HELDOUT_BATCH, shuffle=True, seed=0), bn_batches, device)
     return topk_accuracy(net, make_loader(heldout, HELDOUT_BATCH, shuffle=False, seed=0), device, ks=(1,))["top1"]
+
+
+def _attach_latency_table(spec: dict[str, Any], model: Any, example: Any, cost: Any, device: Any,
+                          prune_cfg: dict[str, Any]) -> dict[str, Any]:
+    """Load (or measure and cache) the latency table of (arch, device) and let ``cost`` predict latency."""
+    import logging
+
+    from harness.prune.latency_table import cached_table
+
+    table, path, made = cached_table(Path(prune_cfg.get("latency_table_dir", "results/latency_tables")),
+                                     spec["arch"], model.to(device).eval(), example.to(device), cost, device)
+    cost.attach_latency(table)
+    logging.getLogger(__name__).info("latency table %s (%s; calibration max relative error %.3f)", path,
+                                     "measured now" if made else "cached", table.max_relative_error)
+    return {"latency_table": str(path), "latency_table_digest": table.digest,
+            "latency_table_max_relative_error": table.max_relative_error}
+
+
+def _check_measured_latency(base: Any, pruned: Any, shape: tuple[int, ...], device: Any, cost: Any,
+                            keep: dict[str, list[int]], budget: Any, check_tolerance: float,
+                            lock_dir: Path | None = None) -> tuple[Any, dict]:
+    """Time the final plan against its base; reject it like an over-budget plan when the measurement misses
+    the target, or falls short of the table's prediction, by more than ``check_tolerance``."""
+    from harness.errors import BudgetNotMet
+    from harness.metrics import Complexity, complexity
+    from harness.prune import Budget, check_budget
+    from harness.prune.latency_table import measured_reduction
+
+    predicted = cost.reduction({gid: len(v) for gid, v in keep.items()}, "latency")
+    m = measured_reduction(base, pruned, shape, device, lock_dir=lock_dir)
+    b, p = complexity(base, shape), complexity(pruned, shape)
+    try:
+        report = check_budget(Complexity(b.macs, b.params, m["base_ms"]), Complexity(p.macs, p.params, m["pruned_ms"]),
+                              Budget("latency", budget.target, tolerance=check_tolerance))
+    except BudgetNotMet as exc:
+        raise BudgetNotMet(f"measured {exc} ({m['pruned_ms']:.3f} of {m['base_ms']:.3f} ms; the latency table "
+                           f"predicted a reduction of {predicted:.4f})") from None
+    if m["reduction"] < predicted - check_tolerance:  # faster than promised is no error; slower is
+        raise BudgetNotMet(f"measured latency reduction {m['reduction']:.4f} falls short of the latency table's "
+                           f"prediction {predicted:.4f} by more than {check_tolerance:g}: the table does not fit "
+                           "this device now (re-measure it: delete the table)")
+    return report, {"latency_check_tolerance": check_tolerance, "latency_predicted_reduction": predicted, "latency_measured_reduction": m["reduction"],
+                    "latency_base_ms": m["base_ms"], "latency_pruned_ms": m["pruned_ms"]}
 
 
 def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
@@ -69,6 +118,9 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
     example = common.example_input(info)
     groups = find_groups(model, example, scope=prune_cfg.get("scope", "all"))
     cost = CostModel(model, example, groups)
+    latency_meta: dict[str, Any] = {}
+    if budget.metric == "latency":
+        latency_meta = _attach_latency_table(spec, model, example, cost, device, prune_cfg)
     check_reachable(cost, groups, budget, min_keep_fraction, arch=spec["arch"])
 
     seed_everything(args.seed)
@@ -101,19 +153,24 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
         size = sparse_complexity(apply_sparsity(pruned, sparsity), shape)
     else:
         size = complexity(pruned, shape)
-    report = check_budget(complexity(model.cpu(), shape), size, budget)
+    if budget.metric == "latency":
+        report, measured = _check_measured_latency(
+            model.cpu(), pruned, shape, device, cost, full_keep, budget,
+            float(prune_cfg.get("latency_check_tolerance", 0.05)),
+            lock_dir=Path(prune_cfg.get("latency_table_dir", "results/latency_tables")))
+        latency_meta.update(measured)
+    else:
+        report = check_budget(complexity(model.cpu(), shape), size, budget)
     # the final model (an unstructured plan with its sparsity applied) on images the method did not select on
     heldout_acc = (heldout_top1(pruned, heldout, splits.train_plain, heldout_bn_batches, device)
                    if heldout is not None else None)
     plan = PruningPlan(
         method=args.method, dataset=info.name, arch=spec["arch"], seed=args.seed, budget=budget,
         groups=tuple((g, tuple(full_keep[g.id])) for g in groups),
-        achieved={"base_macs": report.base_macs, "macs": report.macs, "base_params": report.base_params,
-                  "params": report.params, "macs_reduction": report.macs_reduction,
-                  "params_reduction": report.params_reduction},
+        achieved=report.achieved_dict(),
         meta={**ctx.meta, "search_wall_s": search_wall, "options": spec.get("method_options") or {},
               "structured": method.structured, "device": str(device),
-              "l1_jaccard": overlap, "heldout_top1": heldout_acc, "heldout_images": heldout_images,
+              "l1_jaccard": overlap, "heldout_top1": heldout_acc, "heldout_images": heldout_images, **latency_meta,
               **({META_KEY: sparsity.to_dict()} if sparsity is not None else {})},
     )
     if args.search_log:
@@ -127,7 +184,7 @@ def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:
 if __name__ == "__main__":
     p = common.parser(__doc__)
     p.add_argument("--method", required=True)
-    p.add_argument("--metric", required=True, choices=["macs", "params"])
+    p.add_argument("--metric", required=True, choices=["macs", "params", "latency"])
     p.add_argument("--target", required=True, type=float)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--base", required=True, help="base model weights from train_base")

@@ -18,10 +18,33 @@ from torch.nn.modules.conv import _ConvNd
 
 @dataclass(frozen=True)
 class Complexity:
-    """Per-image cost of a model: ``macs`` (conv + linear multiply-adds) and ``params`` (all parameters)."""
+    """Per-image cost of a model: ``macs`` (conv + linear multiply-adds) and ``params`` (all parameters).
+
+    ``latency_ms``: batch-1 latency, predicted by a CostModel with a latency table or measured; None when
+    neither was asked for (only a ``latency`` budget needs it).
+    """
 
     macs: int
     params: int
+    latency_ms: float | None = None
+
+    def value(self, metric: str) -> float:
+        """The quantity a budget ``metric`` ("macs" | "params" | "latency") constrains."""
+        if metric == "macs":
+            return float(self.macs)
+        if metric == "params":
+            return float(self.params)
+        if metric == "latency":
+            if self.latency_ms is None:
+                raise ValueError("no latency: a latency budget needs the CostModel's latency table "
+                                 "(CostModel.attach_latency) or a measured latency")
+            return float(self.latency_ms)
+        raise ValueError(f"unknown budget metric {metric!r}")
+
+    def reduction_to(self, other: "Complexity", metric: str) -> float:
+        """Fraction of this (base) cost's ``metric`` that ``other`` removes."""
+        base = self.value(metric)
+        return 1.0 - other.value(metric) / base if base else 0.0
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:

@@ -287,6 +287,5 @@ def useful_only_reduction(cost, truth: Mapping[str, Iterable[int] | int], metric
 
     ``truth``: the ground truth (useful indices per group) or just the useful counts per group."""
     c = cost.cost({gid: v if isinstance(v, int) else len(list(v)) for gid, v in truth.items()})
-    base = cost.base
-    return 1.0 - (c.macs / base.macs if metric == "macs" else c.params / base.params)
+    return cost.base.reduction_to(c, metric)
 

@@ -1,12 +1,13 @@
 """The pruning budget: what a run must remove, and the check that it did.
 
-A budget is a target *reduction* (fraction removed) of MACs or params. Every plan is checked against it
+A budget is a target *reduction* (fraction removed) of MACs, params or batch-1 latency (predicted during a
+search by a latency table, measured on the final plan: harness.prune.latency_table). Every plan is checked against it
 before it is written: a plan that misses its target is an error, never a result.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Iterable
 
 from harness.errors import BudgetNotMet, UserError
@@ -16,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from harness.prune.cost import CostModel
     from harness.prune.groups import Group
 
-METRICS = ("macs", "params")
+METRICS = ("macs", "params", "latency")
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,13 @@ class BudgetReport:
     achieved: float
     target: float
     ok: bool
+    latency_reduction: float | None = None
 
     def achieved_dict(self) -> dict:
         """The ``achieved`` block of plan.json."""
         d = asdict(self)
-        return {k: d[k] for k in ("base_macs", "macs", "base_params", "params", "macs_reduction", "params_reduction")}
+        keys = ("base_macs", "macs", "base_params", "params", "macs_reduction", "params_reduction")
+        return {k: d[k] for k in keys + (("latency_reduction",) if self.latency_reduction is not None else ())}
 
 
 def reduction(base: int, value: int) -> float:
@@ -74,11 +77,13 @@ def budget_report(base: Complexity, pruned: Complexity, budget: Budget) -> Budge
     """The report without raising (for searches that compare candidates)."""
     macs_red = reduction(base.macs, pruned.macs)
     params_red = reduction(base.params, pruned.params)
-    achieved = macs_red if budget.metric == "macs" else params_red
+    achieved = base.reduction_to(pruned, budget.metric)
+    latency_red = (base.reduction_to(pruned, "latency")
+                   if base.latency_ms is not None and pruned.latency_ms is not None else None)
     return BudgetReport(
         base_macs=int(base.macs), macs=int(pruned.macs), base_params=int(base.params), params=int(pruned.params),
         macs_reduction=macs_red, params_reduction=params_red, achieved=achieved, target=budget.target,
-        ok=achieved >= budget.target - budget.tolerance - 1e-12,
+        ok=achieved >= budget.target - budget.tolerance - 1e-12, latency_reduction=latency_red,
     )
 
 
@@ -93,6 +98,17 @@ def check_budget(base: Complexity, pruned: Complexity, budget: Budget) -> Budget
     return report
 
 
+def check_written_plan(base: Complexity, pruned: Complexity, budget: Budget, meta: dict) -> BudgetReport:
+    """Re-check a written plan in a later stage: MACs and params as measured now; a latency plan from the
+    prune job's own timing (``meta``: ``latency_base_ms``, ``latency_pruned_ms``, ``latency_check_tolerance``),
+    since a later job on another device, or sharing the machine, cannot re-time it comparably."""
+    if budget.metric != "latency":
+        return check_budget(base, pruned, budget)
+    return check_budget(replace(base, latency_ms=float(meta["latency_base_ms"])),
+                        replace(pruned, latency_ms=float(meta["latency_pruned_ms"])),
+                        Budget("latency", budget.target, tolerance=float(meta["latency_check_tolerance"])))
+
+
 def min_keep(group: "Group", fraction: float = 0.1) -> int:
     """Channels a group must keep: ``max(1, ceil(fraction * size))`` (a 1e-9 guard absorbs float noise)."""
     return max(1, min(group.size, math.ceil(fraction * group.size - 1e-9)))
@@ -104,8 +120,7 @@ def max_reachable_reduction(cost_model: "CostModel", groups: Iterable["Group"], 
     if metric not in METRICS:
         raise UserError(f"budget metric must be one of {', '.join(METRICS)}, got {metric!r}")
     floor = cost_model.cost({g.id: min_keep(g, min_keep_fraction) for g in groups})
-    base = cost_model.base
-    return reduction(base.macs, floor.macs) if metric == "macs" else reduction(base.params, floor.params)
+    return cost_model.base.reduction_to(floor, metric)
 
 
 def check_reachable(cost_model: "CostModel", groups: Iterable["Group"], budget: Budget, min_keep_fraction: float,

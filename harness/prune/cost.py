@@ -106,6 +106,7 @@ class CostModel:
 
         self._build_arrays(list(units.values()), fixed)
         self.units = list(units.values())
+        self.latency = None  # a LatencyTable once attach_latency ran (budget metric "latency")
         self.base = self.cost({})
         measured = complexity(model, tuple(example_input.shape[1:]))
         if not (_close(self.base.macs, measured.macs) and _close(self.base.params, measured.params)):
@@ -184,23 +185,32 @@ class CostModel:
             keep[i] = n
         return keep
 
+    def widths(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per unit (``self.units`` order): effective input and output width for a keep-count array."""
+        return self._b_in + self._m_in @ keep, self._b_out + self._m_out @ keep
+
+    def attach_latency(self, table) -> None:
+        """Predict latency too (``Complexity.latency_ms``) with a :class:`~harness.prune.latency_table.LatencyTable`."""
+        table.attach(self)
+        self.latency = table
+        self.base = self.cost({})
+
     def cost_array(self, keep: np.ndarray) -> Complexity:
         """Cost for a keep-count array in ``self.groups`` order (the fast path for searches)."""
-        w_in = self._b_in + self._m_in @ keep
-        w_out = self._b_out + self._m_out @ keep
+        w_in, w_out = self.widths(keep)
         both = w_in * w_out
         macs = float(self._mc @ both)
         params = self._fixed + float(self._wc @ both) + float(self._bc @ w_out)
-        return Complexity(macs=int(round(macs)), params=int(round(params)))
+        latency = None if self.latency is None else self.latency.predict(w_in, w_out)
+        return Complexity(macs=int(round(macs)), params=int(round(params)), latency_ms=latency)
 
     def cost(self, keep_counts: Mapping[str, int]) -> Complexity:
         """MACs per image and params with ``keep_counts[id]`` channels kept in group ``id``."""
         return self.cost_array(self.keep_vector(keep_counts))
 
     def reduction(self, keep_counts: Mapping[str, int], metric: str) -> float:
-        """Fraction of ``metric`` ("macs" | "params") removed by ``keep_counts``."""
-        c = self.cost(keep_counts)
-        return 1.0 - (c.macs / self.base.macs if metric == "macs" else c.params / self.base.params)
+        """Fraction of ``metric`` ("macs" | "params" | "latency") removed by ``keep_counts``."""
+        return self.base.reduction_to(self.cost(keep_counts), metric)
 
 
 def _close(a: int, b: int, rel: float = 1e-6) -> bool:

@@ -85,7 +85,7 @@ def pandas_dtype(col: str) -> str:
 #: Columns that must be non-empty strings: they are the keys of every table.
 _KEY_STR = ("dataset", "arch", "method", "budget_metric")
 
-BUDGET_METRICS = ("macs", "params")
+BUDGET_METRICS = ("macs", "params", "latency")
 
 
 def _to_bool(value: Any) -> bool:

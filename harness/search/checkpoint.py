@@ -95,6 +95,8 @@ def fingerprint(ctx: Any, method: str, search_split: Dataset | None = None, **ex
         "seed": int(ctx.seed),
         "groups": [[g.id, int(g.size)] for g in ctx.groups],
         "search_split": dataset_digest(split),
+        # a latency budget's plans depend on the latency table: another table is another search
+        **({"latency_table": ctx.cost.latency.digest} if getattr(getattr(ctx, "cost", None), "latency", None) else {}),
         **{k: _plain(v) for k, v in extra.items()},
     }
 

@@ -34,8 +34,7 @@ _EPS = 1e-12  # float noise in the reduction comparison
 
 
 def _reduction(cost: CostModel, vec: np.ndarray, metric: str) -> float:
-    c = cost.cost_array(vec)
-    return 1.0 - (c.macs / cost.base.macs if metric == "macs" else c.params / cost.base.params)
+    return cost.base.reduction_to(cost.cost_array(vec), metric)
 
 
 def _check_metric(metric: str) -> None:
