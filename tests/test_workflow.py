@@ -129,7 +129,7 @@ BAD_CONFIGS = {
     "unknown dataset": (_bad(SMOKE, experiments=[{**SMOKE["experiments"][0], "dataset": "mnist"}]),
                         "'mnist' is not valid (valid values: cifar10"),
     "unknown metric": (_bad(SMOKE, budgets=[{"metric": "flops", "target": 0.5}]),
-                       "'flops' is not valid (valid values: macs, params)"),
+                       "'flops' is not valid (valid values: macs, params, latency)"),
     "target above 1": (_bad(SMOKE, budgets=[{"metric": "macs", "target": 1.5}]), "budgets[0].target: 1.5"),
     "target zero": (_bad(SMOKE, budgets=[{"metric": "macs", "target": 0}]), "budgets[0].target: 0"),
     "unknown key": (_bad(SMOKE, seedz=[0]), "unknown key 'seedz'"),

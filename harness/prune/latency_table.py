@@ -233,11 +233,10 @@ class LatencyTable:
         return cls(json.loads(Path(path).read_text()))
 
     def save(self, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.data, indent=1))
-        os.replace(tmp, path)
+        from harness.io import write_json
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, self.data)
 
     @property
     def digest(self) -> str:
@@ -312,12 +311,13 @@ def table_key(arch: str, model: nn.Module, example: torch.Tensor, device: torch.
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)  # an empty lock file, never written
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def cached_table(cache_dir: Path, arch: str, model: nn.Module, example: torch.Tensor, cost: Any,
